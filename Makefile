@@ -1,0 +1,50 @@
+# The two commands README promises on a fresh machine: `make serve` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+ARCH ?= densenet121
+# auto: ImageNet weights when they can be downloaded, else seeded random weights (loudly).
+# imagenet: ImageNet weights or fail. random: seeded random weights.
+WEIGHTS ?= auto
+MODEL_DIR ?= models
+
+.PHONY: serve test install install-dev lint typecheck pytest model clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade --quiet pip
+
+$(VENV)/.installed-export: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[export]'
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[export,dev]'
+	touch $@ $(VENV)/.installed-export
+
+install: $(VENV)/.installed-export
+install-dev: $(VENV)/.installed-dev
+
+## model: export the served model unless it is already there (prints its path last)
+model: install
+	@ARCH=$(ARCH) WEIGHTS=$(WEIGHTS) MODEL_DIR=$(MODEL_DIR) PYTHON=$(BIN)/python scripts/ensure-model.sh >&2
+
+serve: install
+	@model=$$(ARCH=$(ARCH) WEIGHTS=$(WEIGHTS) MODEL_DIR=$(MODEL_DIR) PYTHON=$(BIN)/python scripts/ensure-model.sh) && \
+	DENSENET_MODEL_PATH=$${DENSENET_MODEL_PATH:-$$model} exec $(BIN)/python -m app
+
+lint: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install-dev
+	$(BIN)/mypy
+
+pytest: install-dev
+	$(BIN)/python -m pytest
+
+test: lint typecheck pytest
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
