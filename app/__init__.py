@@ -1,0 +1,1 @@
+"""DenseNet image classification service: FastAPI + ONNX Runtime with dynamic batching."""

@@ -1,0 +1,184 @@
+"""Asyncio dynamic batcher: groups single inputs into batches for one synchronous model.
+
+A batch starts when it is full or when `max_batch_delay_s` has passed since its first
+input arrived. The model runs in one worker thread, so batches are serialized and the
+event loop never blocks. Knows nothing of HTTP or images.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from app.errors import InferenceFailed, Overloaded, ShuttingDown
+from app.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+RunBatch = Callable[[NDArray[np.float32]], NDArray[np.float32]]
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    output: NDArray[np.float32]  # this input's row of the batch output
+    queue_wait_s: float
+    inference_s: float
+    batch_size: int
+
+
+@dataclass
+class _Pending:
+    tensor: NDArray[np.float32]
+    future: asyncio.Future[BatchResult]
+    enqueued: float
+
+
+class DynamicBatcher:
+    def __init__(
+        self,
+        run_batch: RunBatch,
+        metrics: Metrics,
+        max_batch_size: int,
+        max_batch_delay_s: float,
+        max_queue_size: int,
+    ) -> None:
+        self._run_batch = run_batch
+        self._metrics = metrics
+        self.max_batch_size = max_batch_size
+        self.max_batch_delay_s = max_batch_delay_s
+        self.max_queue_size = max_queue_size
+        self._pending: deque[_Pending] = deque()
+        self._has_pending = asyncio.Event()
+        self._batch_full = asyncio.Event()
+        self._closing = False
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._worker: asyncio.Task[None] | None = None
+        self.in_flight = 0  # inputs in the batch being run now
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._pending)
+
+    def start(self) -> None:
+        self._worker = asyncio.create_task(self._work(), name="batcher")
+
+    async def submit(self, tensor: NDArray[np.float32]) -> BatchResult:
+        """Queue one input and wait for its row of the output.
+
+        Raises Overloaded at once when the queue is full. Cancelling the caller removes
+        the input from the queue (or ignores its result if its batch already started).
+        """
+        if self._closing:
+            raise ShuttingDown("the service is shutting down")
+        if len(self._pending) >= self.max_queue_size:
+            raise Overloaded(f"the inference queue is full ({self.max_queue_size} images)")
+        future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
+        item = _Pending(tensor, future, time.perf_counter())
+        self._pending.append(item)
+        future.add_done_callback(lambda f: self._forget(item) if f.cancelled() else None)
+        self._changed()
+        return await future
+
+    async def close(self) -> None:
+        """Stop accepting inputs, finish every queued one, then stop the worker."""
+        self._closing = True
+        self._has_pending.set()
+        self._batch_full.set()
+        if self._worker is not None:
+            await self._worker
+        self._executor.shutdown(wait=True)
+
+    def _forget(self, item: _Pending) -> None:
+        with contextlib.suppress(ValueError):
+            self._pending.remove(item)
+            self._changed()
+
+    def _changed(self) -> None:
+        self._metrics.queue_depth.set(len(self._pending))
+        if self._pending:
+            self._has_pending.set()
+        if len(self._pending) >= self.max_batch_size:
+            self._batch_full.set()
+
+    async def _work(self) -> None:
+        while True:
+            while not self._pending:
+                if self._closing:
+                    return
+                self._has_pending.clear()
+                await self._has_pending.wait()
+            await self._wait_for_batch()
+            batch = self._take_batch()
+            if batch:
+                try:
+                    await self._run(batch)
+                except Exception:  # never let the worker die; _run already failed the batch
+                    log.exception("batcher worker error")
+
+    async def _wait_for_batch(self) -> None:
+        """Until the batch is full or the oldest input has waited max_batch_delay_s."""
+        deadline = self._pending[0].enqueued + self.max_batch_delay_s
+        while len(self._pending) < self.max_batch_size and not self._closing:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                return
+            self._batch_full.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await self._batch_full.wait()
+
+    def _take_batch(self) -> list[_Pending]:
+        batch: list[_Pending] = []
+        while self._pending and len(batch) < self.max_batch_size:
+            item = self._pending.popleft()
+            if not item.future.done():
+                batch.append(item)
+        self._changed()
+        return batch
+
+    async def _run(self, batch: list[_Pending]) -> None:
+        started = time.perf_counter()
+        self.in_flight = len(batch)
+        try:
+            inputs = np.stack([item.tensor for item in batch])
+            outputs = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._run_batch, inputs
+            )
+            if outputs.shape[0] != len(batch):
+                raise RuntimeError(
+                    f"model returned {outputs.shape[0]} rows for {len(batch)} inputs"
+                )
+        except Exception as exc:
+            error_id = uuid.uuid4().hex[:12]
+            log.error(
+                "inference failed on a batch of %d (error id %s)",
+                len(batch),
+                error_id,
+                exc_info=exc,
+            )
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(
+                        InferenceFailed(f"inference failed (error id {error_id})")
+                    )
+            return
+        finally:
+            self.in_flight = 0
+        inference_s = time.perf_counter() - started
+        self._metrics.inference_seconds.observe(inference_s)
+        self._metrics.batch_size.observe(len(batch))
+        for row, item in enumerate(batch):
+            wait = started - item.enqueued
+            self._metrics.queue_wait_seconds.observe(wait)
+            if not item.future.done():
+                item.future.set_result(BatchResult(outputs[row], wait, inference_s, len(batch)))

@@ -1,0 +1,122 @@
+"""Service settings: one class, read from DENSENET_* environment variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: affinity mask, then the cgroup v2 quota of a container."""
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cpus = min(cpus, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
+
+
+class Settings(BaseSettings):
+    """Every field is set by the environment variable DENSENET_<FIELD NAME IN CAPITALS>."""
+
+    model_config = SettingsConfigDict(env_prefix="DENSENET_", extra="ignore", frozen=True)
+
+    # Model and runtime
+    model_path: Path = Field(
+        Path("models/densenet121.onnx"), description="ONNX classifier to serve."
+    )
+    providers: str = Field(
+        "auto",
+        description="'auto' (CUDA when onnxruntime-gpu sees a GPU, else CPU) or a comma-separated "
+        "list of ONNX Runtime execution providers; an unavailable one is a start-up error.",
+    )
+    intra_op_threads: int = Field(
+        0, ge=0, description="ONNX Runtime intra-op threads; 0 = the CPUs available to the process."
+    )
+    preprocess_threads: int = Field(
+        0, ge=0, description="Threads that decode and resize images; 0 = the CPUs available."
+    )
+    warmup_runs: int = Field(
+        2, ge=0, description="Inference runs at the maximum batch size before ready."
+    )
+    jpeg_draft: bool = Field(
+        False,
+        description="Decode large JPEGs at a reduced scale (DCT scaling) when the result still "
+        "keeps the shorter side at least twice the resize size: much faster, not bit-exact.",
+    )
+
+    # Batching and load shedding
+    max_batch_size: int = Field(8, ge=1, le=1024, description="Most images in one inference.")
+    max_batch_delay_ms: float = Field(
+        2.0, ge=0, description="Longest a batch waits for more images after its first arrived."
+    )
+    max_queue_size: int = Field(
+        64, ge=1, description="Images waiting for inference; beyond it requests get 503."
+    )
+    request_timeout_s: float = Field(
+        10.0, gt=0, description="Deadline for a classification from arrival; past it 504."
+    )
+
+    # Input limits
+    max_upload_bytes: int = Field(
+        20 * 1024 * 1024, ge=1024, description="Largest request body for /classify (413 beyond)."
+    )
+    max_batch_upload_bytes: int = Field(
+        100 * 1024 * 1024, ge=1024, description="Largest request body for /classify/batch."
+    )
+    max_batch_images: int = Field(32, ge=1, description="Most images in one /classify/batch call.")
+    max_image_pixels: int = Field(
+        40_000_000, ge=1, description="Largest width x height accepted (decompression bombs: 413)."
+    )
+    body_read_timeout_s: float = Field(
+        30.0, gt=0, description="Longest a client may take to send its request body (408 beyond)."
+    )
+    default_top_k: int = Field(5, ge=1, description="Predictions returned when top_k is not given.")
+    max_top_k: int = Field(
+        1000, ge=1, description="Largest top_k a request may ask for (capped at the class count)."
+    )
+
+    # Security
+    api_key: SecretStr | None = Field(
+        None, description="If set, classification needs 'Authorization: Bearer <key>'."
+    )
+    protect_ops_endpoints: bool = Field(
+        False, description="With api_key set, also require it for /metrics and /model."
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed by CORS (JSON list); none by default."
+    )
+
+    # Server and process
+    host: str = Field("127.0.0.1", description="Interface to listen on (0.0.0.0 in containers).")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on.")
+    shutdown_grace_s: float = Field(
+        30.0, ge=0, description="On SIGTERM, how long accepted requests may take to finish."
+    )
+    log_format: Literal["text", "json"] = Field("text", description="Log line format.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info")
+
+    @field_validator("providers")
+    @classmethod
+    def _providers_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("providers must be 'auto' or a comma-separated list")
+        return value.strip()
+
+    def provider_list(self) -> list[str] | None:
+        """Explicitly requested providers, or None for auto."""
+        if self.providers.lower() == "auto":
+            return None
+        return [p.strip() for p in self.providers.split(",") if p.strip()]
+
+    def resolved_intra_op_threads(self) -> int:
+        return self.intra_op_threads or available_cpus()
+
+    def resolved_preprocess_threads(self) -> int:
+        return self.preprocess_threads or available_cpus()

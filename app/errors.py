@@ -1,0 +1,105 @@
+"""One exception base carrying HTTP status and a stable error code; one handler maps it."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from fastapi.responses import JSONResponse
+
+
+class ServiceError(Exception):
+    """An error with a stable `code` clients can branch on and a human `message`."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+    retry_after_s: ClassVar[int | None] = None
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)} if self.retry_after_s else {}
+
+    def response(self, request_id: str | None = None) -> JSONResponse:
+        body: dict[str, object] = {"code": self.code, "message": self.message}
+        if request_id:
+            body["request_id"] = request_id
+        return JSONResponse({"error": body}, status_code=self.status, headers=self.headers())
+
+
+class InvalidImage(ServiceError):
+    status, code = 400, "invalid_image"
+
+
+class MissingFile(ServiceError):
+    status, code = 400, "missing_file"
+
+
+class MalformedRequest(ServiceError):
+    status, code = 400, "malformed_request"
+
+
+class Unauthorized(ServiceError):
+    status, code = 401, "unauthorized"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class NotFound(ServiceError):
+    status, code = 404, "not_found"
+
+
+class MethodNotAllowed(ServiceError):
+    status, code = 405, "method_not_allowed"
+
+
+class BodyTimeout(ServiceError):
+    status, code = 408, "body_timeout"
+
+
+class PayloadTooLarge(ServiceError):
+    status, code = 413, "payload_too_large"
+
+
+class ImageTooLarge(ServiceError):
+    status, code = 413, "image_too_large"
+
+
+class UnsupportedMediaType(ServiceError):
+    status, code = 415, "unsupported_media_type"
+
+
+class InvalidParameter(ServiceError):
+    status, code = 422, "invalid_parameter"
+
+
+class ClientDisconnected(ServiceError):
+    """Recorded, never seen: the client went away before its answer was ready."""
+
+    status, code = 499, "client_disconnected"
+
+
+class Overloaded(ServiceError):
+    status, code, retry_after_s = 503, "overloaded", 1
+
+
+class NotReady(ServiceError):
+    status, code, retry_after_s = 503, "not_ready", 2
+
+
+class ShuttingDown(ServiceError):
+    status, code, retry_after_s = 503, "shutting_down", 5
+
+
+class Timeout(ServiceError):
+    status, code = 504, "timeout"
+
+
+class InferenceFailed(ServiceError):
+    status, code = 500, "inference_failed"
+
+
+class InternalError(ServiceError):
+    status, code = 500, "internal_error"

@@ -1,0 +1,127 @@
+"""Image bytes -> normalized float32 CHW tensor, reproducing torchvision's eval transform.
+
+torchvision's ``weights.transforms()`` on a PIL image resizes the shorter side with
+PIL (which antialiases), center-crops, scales to [0, 1] and normalizes. The same PIL
+calls are made here, so tensors agree to float rounding (tests hold them to 1e-5).
+Pure functions: no FastAPI, no threads; callers run them off the event loop.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from app.errors import ImageTooLarge, InvalidImage
+
+# Formats a photo upload can reasonably be; everything else Pillow can open (EPS, PSD,
+# ICO, ...) is refused so that odd decoders are never reachable from the network.
+ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")  # JPEG covers MPO
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+_RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    resize_size: int
+    crop_size: int
+    interpolation: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in _RESAMPLE:
+            raise ValueError(f"interpolation must be one of {sorted(_RESAMPLE)}")
+        if self.resize_size <= 0 or self.crop_size <= 0 or min(self.std) <= 0:
+            raise ValueError("resize_size, crop_size and std must be positive")
+
+
+def decode(data: bytes, max_pixels: int, draft_short_side: int | None = None) -> Image.Image:
+    """Decode an upload into an upright RGB image, refusing oversized ones before allocation.
+
+    EXIF orientation is applied (phone photos come out upright). The first frame of an
+    animation is used. With `draft_short_side`, JPEGs are decoded at the smallest DCT
+    scale that keeps the shorter side at least that long.
+    """
+    Image.init()  # registers the WebP and TIFF plugins once; cheap afterwards
+    try:
+        image: Image.Image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLarge(f"image exceeds the limit of {max_pixels} pixels") from exc
+    except UnidentifiedImageError as exc:
+        raise InvalidImage("not a decodable image; send JPEG, PNG, GIF, WebP, BMP or TIFF") from exc
+    except Exception as exc:
+        raise InvalidImage("image header is corrupt") from exc
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageTooLarge(f"image is {width}x{height}; the limit is {max_pixels} pixels")
+    if draft_short_side and image.format in ("JPEG", "MPO"):
+        scale = draft_short_side / min(width, height)
+        if scale < 1:
+            image.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
+    try:
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        return to_rgb(image)
+    except Exception as exc:
+        raise InvalidImage("image data is truncated or corrupt") from exc
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB as ``Image.convert('RGB')`` gives it, except that 16-bit images are scaled
+    to 8 bits (Pillow's own conversion clips them to white)."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in _SIXTEEN_BIT_MODES:
+        wide = np.asarray(image).astype(np.int64)
+        eight = np.clip(wide >> 8, 0, 255).astype(np.uint8)
+        return Image.fromarray(eight).convert("RGB")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")  # Pillow warns on a direct P -> RGB here
+    return image.convert("RGB")
+
+
+def resized_size(width: int, height: int, resize_size: int) -> tuple[int, int]:
+    """torchvision's output size for resizing the shorter side to `resize_size`."""
+    short, long = (width, height) if width <= height else (height, width)
+    new_long = int(resize_size * long / short)
+    return (resize_size, new_long) if width <= height else (new_long, resize_size)
+
+
+def center_crop(image: Image.Image, crop_size: int) -> Image.Image:
+    """torchvision's center_crop: zero-pad if smaller than the crop, then crop."""
+    width, height = image.size
+    if crop_size > width or crop_size > height:
+        padded = Image.new(image.mode, (max(width, crop_size), max(height, crop_size)))
+        padded.paste(image, ((max(crop_size - width, 0)) // 2, (max(crop_size - height, 0)) // 2))
+        image, (width, height) = padded, padded.size
+    top = round((height - crop_size) / 2.0)
+    left = round((width - crop_size) / 2.0)
+    return image.crop((left, top, left + crop_size, top + crop_size))
+
+
+def to_tensor(image: Image.Image, recipe: Recipe) -> NDArray[np.float32]:
+    """Resize, crop, normalize: the float32 CHW array the model takes."""
+    size = resized_size(image.width, image.height, recipe.resize_size)
+    if size != image.size:
+        image = image.resize(size, _RESAMPLE[recipe.interpolation])
+    image = center_crop(image, recipe.crop_size)
+    pixels = np.asarray(image, dtype=np.float32) / np.float32(255)
+    mean = np.asarray(recipe.mean, dtype=np.float32)
+    std = np.asarray(recipe.std, dtype=np.float32)
+    return np.ascontiguousarray(((pixels - mean) / std).transpose(2, 0, 1))
+
+
+def preprocess(
+    data: bytes, recipe: Recipe, max_pixels: int, jpeg_draft: bool = False
+) -> NDArray[np.float32]:
+    draft = 2 * recipe.resize_size if jpeg_draft else None
+    return to_tensor(decode(data, max_pixels, draft), recipe)

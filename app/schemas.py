@@ -1,0 +1,73 @@
+"""Response models; the OpenAPI document is generated from these."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class Prediction(BaseModel):
+    label: str = Field(examples=["golden retriever"])
+    class_index: int = Field(examples=[207])
+    probability: float = Field(ge=0, le=1, examples=[0.8731])
+
+
+class Timings(BaseModel):
+    queue_ms: float = Field(description="Waiting for a batch to start.")
+    preprocess_ms: float = Field(description="Decoding, resizing and normalizing the image.")
+    inference_ms: float = Field(description="Running the batch this image was part of.")
+    total_ms: float = Field(description="From the request's arrival to the response.")
+
+
+class Classification(BaseModel):
+    model: str = Field(examples=["densenet121"])
+    predictions: list[Prediction]
+    timings: Timings
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="Things the caller should know, e.g. that the model has random weights.",
+    )
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(examples=["invalid_image"], description="Stable, for programs to branch on.")
+    message: str = Field(examples=["not a decodable image; send JPEG, PNG, GIF, WebP, BMP or TIFF"])
+    request_id: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class BatchItem(BaseModel):
+    index: int = Field(description="Position of the file in the request.")
+    filename: str | None = None
+    result: Classification | None = None
+    error: ErrorDetail | None = None
+
+
+class BatchClassification(BaseModel):
+    model: str
+    results: list[BatchItem]
+
+
+class BatchingInfo(BaseModel):
+    max_batch_size: int
+    max_batch_delay_ms: float
+    max_queue_size: int
+
+
+class ModelInfo(BaseModel):
+    name: str
+    arch: str | None
+    weights: str = Field(description="imagenet, random, checkpoint or unknown.")
+    weights_source: str | None
+    input_shape: list[int | str]
+    num_classes: int
+    preprocessing: dict[str, object]
+    providers: list[str]
+    batching: BatchingInfo
+    warnings: list[str]
+
+
+class Health(BaseModel):
+    status: str = Field(examples=["ok"])

@@ -1,0 +1,131 @@
+"""Preprocessing equals torchvision's eval transform, and hostile images are refused early."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageOps
+from torchvision.models import DenseNet121_Weights
+
+from app.errors import ImageTooLarge, InvalidImage
+from app.preprocess import Recipe, center_crop, decode, preprocess
+from tests import images
+
+IMAGENET = Recipe(256, 224, "bilinear", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+CASES = images.cases()
+
+
+def reference_tensor(data: bytes) -> np.ndarray:
+    """What a PyTorch user computes: PIL decode, upright, RGB, then weights.transforms()."""
+    image = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
+    if image.mode.startswith("I"):
+        # Pillow's own I;16 -> RGB clips to white; the documented choice is to keep the
+        # high byte. Written independently of app.preprocess: divide, don't shift.
+        high = (np.asarray(image, dtype=np.float64) // 256).astype(np.uint8)
+        image = Image.fromarray(high, "L")
+    rgb = image.convert("RGBA" if image.mode == "P" else image.mode).convert("RGB")
+    tensor: torch.Tensor = DenseNet121_Weights.IMAGENET1K_V1.transforms()(rgb)
+    return tensor.numpy()
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_matches_torchvision_transforms(name: str) -> None:
+    ours = preprocess(CASES[name], IMAGENET, max_pixels=10**8)
+    expected = reference_tensor(CASES[name])
+    assert ours.dtype == np.float32
+    assert ours.shape == expected.shape == (3, 224, 224)
+    assert np.max(np.abs(ours - expected)) <= 1e-5
+
+
+def test_recipe_matches_the_weights_own() -> None:
+    transform = DenseNet121_Weights.IMAGENET1K_V1.transforms()
+    assert [IMAGENET.resize_size] == transform.resize_size
+    assert [IMAGENET.crop_size] == transform.crop_size
+    assert tuple(transform.mean) == IMAGENET.mean
+    assert tuple(transform.std) == IMAGENET.std
+
+
+def test_exif_orientation_is_applied() -> None:
+    stored = Image.open(io.BytesIO(CASES["exif_rotated_jpeg"]))
+    assert stored.size == (400, 300)
+    assert decode(CASES["exif_rotated_jpeg"], 10**8).size == (300, 400)
+
+
+def test_sixteen_bit_keeps_its_range() -> None:
+    """Pillow's plain convert('RGB') would make this image almost all white."""
+    rgb = np.asarray(decode(CASES["sixteen_bit_png"], 10**8))
+    assert 60 < rgb.mean() < 200
+    assert rgb.std() > 20
+
+
+def test_crop_larger_than_image_pads_like_torchvision() -> None:
+    import torchvision.transforms.functional as tf
+
+    small = images.photo(101, 57)
+    ours = np.asarray(center_crop(small, 224))
+    theirs = np.asarray(tf.center_crop(small, [224, 224]))
+    assert np.array_equal(ours, theirs)
+
+
+def test_recipe_with_other_sizes_and_interpolation() -> None:
+    recipe = Recipe(342, 299, "bicubic", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms._presets import ImageClassification
+
+    transform = ImageClassification(
+        crop_size=299,
+        resize_size=342,
+        interpolation=InterpolationMode.BICUBIC,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+    )
+    data = CASES["landscape_jpeg"]
+    expected = transform(Image.open(io.BytesIO(data)).convert("RGB")).numpy()
+    assert np.max(np.abs(preprocess(data, recipe, 10**8) - expected)) <= 1e-5
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"hello, I am text",
+        b"<html><body>not an image</body></html>",
+        b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n",
+        b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>',
+        images.jpeg()[:2000],  # truncated mid-scan
+        images.png()[:200],
+    ],
+    ids=["empty", "text", "html", "pdf", "svg", "truncated_jpeg", "truncated_png"],
+)
+def test_undecodable_input_is_invalid_image(data: bytes) -> None:
+    with pytest.raises(InvalidImage):
+        preprocess(data, IMAGENET, max_pixels=10**8)
+
+
+def test_pixel_limit_is_checked_before_decoding() -> None:
+    bomb = images.encode(Image.new("L", (8000, 8000)), "PNG")  # 64 MP, ~60 kB
+    assert len(bomb) < 100_000
+    with pytest.raises(ImageTooLarge, match="8000x8000"):
+        decode(bomb, max_pixels=40_000_000)
+
+
+def test_beyond_pillow_own_bomb_limit_is_image_too_large() -> None:
+    huge = images.encode(Image.new("1", (20000, 20000)), "PNG")  # 400 MP
+    with pytest.raises(ImageTooLarge):
+        decode(huge, max_pixels=40_000_000)
+
+
+def test_jpeg_draft_is_close_to_exact_and_smaller_decode() -> None:
+    data = images.jpeg(2000, 1500)
+    exact = preprocess(data, IMAGENET, 10**8)
+    fast = preprocess(data, IMAGENET, 10**8, jpeg_draft=True)
+    assert decode(data, 10**8, draft_short_side=512).size == (1000, 750)
+    assert 0 < np.mean(np.abs(fast - exact)) < 0.05
+
+
+def test_invalid_recipe_is_refused() -> None:
+    with pytest.raises(ValueError, match="interpolation"):
+        Recipe(256, 224, "lanczos9", (0, 0, 0), (1, 1, 1))
