@@ -37,11 +37,14 @@ serve: install
 lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	BIN=$(BIN) scripts/check-containers.sh
 
 typecheck: install-dev
 	$(BIN)/mypy
 
+# Prometheus (a Debian package) backs the integration tests; outside CI they skip without it.
 pytest: install-dev
+	@scripts/install-prometheus.sh || [ -z "$$CI" ]
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest

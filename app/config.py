@@ -43,7 +43,7 @@ class Settings(BaseSettings):
         0, ge=0, description="Threads that decode and resize images; 0 = the CPUs available."
     )
     warmup_runs: int = Field(
-        2, ge=0, description="Inference runs at the maximum batch size before ready."
+        2, ge=0, description="Warm-up runs (at batch 1 and the maximum batch) before ready."
     )
     jpeg_draft: bool = Field(
         False,
@@ -60,7 +60,9 @@ class Settings(BaseSettings):
         64, ge=1, description="Images waiting for inference; beyond it requests get 503."
     )
     request_timeout_s: float = Field(
-        10.0, gt=0, description="Deadline for a classification from arrival; past it 504."
+        10.0,
+        gt=0,
+        description="Deadline for a classification once its body has arrived; past it 504.",
     )
 
     # Input limits
@@ -100,7 +102,9 @@ class Settings(BaseSettings):
         30.0, ge=0, description="On SIGTERM, how long accepted requests may take to finish."
     )
     log_format: Literal["text", "json"] = Field("text", description="Log line format.")
-    log_level: Literal["debug", "info", "warning", "error"] = Field("info")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level."
+    )
 
     @field_validator("providers")
     @classmethod

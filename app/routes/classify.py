@@ -132,10 +132,10 @@ async def _classify(state: AppState, data: bytes, k: int, received: float) -> Cl
         model=engine.spec.name,
         predictions=[Prediction(label=labels[i], class_index=i, probability=p) for i, p in ranked],
         timings=Timings(
-            queue_ms=result.queue_wait_s * 1e3,
-            preprocess_ms=preprocess_s * 1e3,
-            inference_ms=result.inference_s * 1e3,
-            total_ms=(time.perf_counter() - received) * 1e3,
+            queue_ms=round(result.queue_wait_s * 1e3, 3),
+            preprocess_ms=round(preprocess_s * 1e3, 3),
+            inference_ms=round(result.inference_s * 1e3, 3),
+            total_ms=round((time.perf_counter() - received) * 1e3, 3),
         ),
         warnings=state.warnings,
     )
