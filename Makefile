@@ -42,9 +42,11 @@ lint: install-dev
 typecheck: install-dev
 	$(BIN)/mypy
 
-# Prometheus (a Debian package) backs the integration tests; outside CI they skip without it.
+# Prometheus and Chromium (Debian packages) back the integration and browser tests;
+# outside CI those tests skip when the packages cannot be installed.
 pytest: install-dev
 	@scripts/install-prometheus.sh || [ -z "$$CI" ]
+	@scripts/install-chromium.sh || [ -z "$$CI" ]
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest

@@ -164,8 +164,14 @@ class Engine:
         return np.asarray(logits, dtype=np.float32)
 
     def warm_up(self, runs: int, batch_size: int) -> None:
+        """Run zeros through the model so the first requests do not pay for allocation.
+
+        On CUDA every batch size is warmed: cuDNN picks its algorithms per input shape.
+        """
         crop = self.spec.recipe.crop_size
-        for size in sorted({1, min(batch_size, self.spec.fixed_batch or batch_size)}):
+        largest = min(batch_size, self.spec.fixed_batch or batch_size)
+        sizes = range(1, largest + 1) if CUDA in self.providers else sorted({1, largest})
+        for size in sizes:
             batch = np.zeros((size, 3, crop, crop), dtype=np.float32)
             for _ in range(runs):
                 self.run(batch)

@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 
 from app.batching import DynamicBatcher
@@ -138,7 +139,9 @@ def create_app(
     settings = settings or Settings()
     state = AppState(settings=settings, metrics=Metrics())
     factory = engine_factory or (lambda: load_engine(settings))
-    app = FastAPI(
+    # FastAPIOffline serves the Swagger UI and ReDoc assets itself, so /docs also works
+    # where no CDN can be reached (air-gapped clusters, these build machines).
+    app = FastAPIOffline(
         title="DenseNet image classification",
         version="0.1.0",
         description="Classify images with a DenseNet on ONNX Runtime. Errors always have the "
