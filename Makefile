@@ -38,6 +38,7 @@ lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	BIN=$(BIN) scripts/check-containers.sh
+	$(BIN)/bandit -q -r app model_export -c pyproject.toml
 
 typecheck: install-dev
 	$(BIN)/mypy

@@ -36,7 +36,7 @@ class BatchResult:
     batch_size: int
 
 
-@dataclass
+@dataclass(eq=False)  # identity: deque.remove() must not compare tensors (ValueError)
 class _Pending:
     tensor: NDArray[np.float32]
     future: asyncio.Future[BatchResult]

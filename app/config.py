@@ -57,7 +57,9 @@ class Settings(BaseSettings):
         2.0, ge=0, description="Longest a batch waits for more images after its first arrived."
     )
     max_queue_size: int = Field(
-        64, ge=1, description="Images waiting for inference; beyond it requests get 503."
+        64,
+        ge=1,
+        description="Images being decoded or waiting for inference; beyond it requests get 503.",
     )
     request_timeout_s: float = Field(
         10.0,

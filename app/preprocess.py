@@ -22,6 +22,11 @@ from app.errors import ImageTooLarge, InvalidImage
 # ICO, ...) is refused so that odd decoders are never reachable from the network.
 ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")  # JPEG covers MPO
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+# Resizing the shorter side of a very thin image makes its long side huge: a 200-byte
+# 40000x1 PNG would become 256 x 10 million pixels (about 8 GB). Beyond this many resized
+# pixels only the window that the center crop keeps is resized: the same picture, though
+# not bit-exact with torchvision, which would allocate all of it.
+MAX_EXACT_RESIZE_PIXELS = 4_000_000
 _RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
@@ -108,12 +113,38 @@ def center_crop(image: Image.Image, crop_size: int) -> Image.Image:
     return image.crop((left, top, left + crop_size, top + crop_size))
 
 
+def _crop_window(length: int, crop_size: int) -> tuple[int, int, int]:
+    """(start, length, padding) of center_crop along one axis of the resized image."""
+    if length >= crop_size:
+        return round((length - crop_size) / 2.0), crop_size, 0
+    return 0, length, (crop_size - length) // 2
+
+
+def resize_crop_window(
+    image: Image.Image, size: tuple[int, int], crop_size: int, resample: Image.Resampling
+) -> Image.Image:
+    """center_crop(image.resize(size)), resizing only the part of `image` the crop keeps."""
+    (left, width, pad_x), (top, height, pad_y) = (_crop_window(n, crop_size) for n in size)
+    scale_x, scale_y = image.width / size[0], image.height / size[1]
+    box = (left * scale_x, top * scale_y, (left + width) * scale_x, (top + height) * scale_y)
+    window = image.resize((width, height), resample, box=box)
+    if (width, height) == (crop_size, crop_size):
+        return window
+    padded = Image.new(window.mode, (crop_size, crop_size))
+    padded.paste(window, (pad_x, pad_y))
+    return padded
+
+
 def to_tensor(image: Image.Image, recipe: Recipe) -> NDArray[np.float32]:
     """Resize, crop, normalize: the float32 CHW array the model takes."""
     size = resized_size(image.width, image.height, recipe.resize_size)
-    if size != image.size:
-        image = image.resize(size, _RESAMPLE[recipe.interpolation])
-    image = center_crop(image, recipe.crop_size)
+    resample = _RESAMPLE[recipe.interpolation]
+    if size[0] * size[1] > MAX_EXACT_RESIZE_PIXELS:
+        image = resize_crop_window(image, size, recipe.crop_size, resample)
+    else:
+        if size != image.size:
+            image = image.resize(size, resample)
+        image = center_crop(image, recipe.crop_size)
     pixels = np.asarray(image, dtype=np.float32) / np.float32(255)
     mean = np.asarray(recipe.mean, dtype=np.float32)
     std = np.asarray(recipe.std, dtype=np.float32)

@@ -24,6 +24,7 @@ class AppState:
     warmed_up: bool = False
     draining: bool = False
     active_requests: int = 0
+    preprocessing: int = 0  # images handed to the preprocess pool and not done yet
     warnings: list[str] = field(default_factory=list)  # added to every classification
 
     @property
@@ -37,6 +38,9 @@ class AppState:
         if not (self.warmed_up and self.engine and self.batcher and self.preprocess_pool):
             raise NotReady("the model is still loading; retry shortly")
         return self.engine, self.batcher, self.preprocess_pool
+
+    def preprocessing_done(self, _: object) -> None:
+        self.preprocessing -= 1
 
     def set_ready_gauge(self) -> None:
         self.metrics.ready.set(1 if self.ready else 0)

@@ -19,6 +19,7 @@ from app.errors import (
     InvalidParameter,
     MalformedRequest,
     MissingFile,
+    Overloaded,
     ServiceError,
     Timeout,
     UnsupportedMediaType,
@@ -118,10 +119,17 @@ async def _classify(state: AppState, data: bytes, k: int, received: float) -> Cl
     if not data:
         raise InvalidImage("the file is empty")
     settings, metrics = state.settings, state.metrics
+    # Images waiting for a preprocessing thread count against the queue limit too: else,
+    # when decoding is the bottleneck, they pile up (holding their uploads) without a 503.
+    if state.preprocessing + batcher.queue_depth >= settings.max_queue_size:
+        raise Overloaded(f"the queue is full ({settings.max_queue_size} images waiting)")
     started = time.perf_counter()
-    tensor = await asyncio.get_running_loop().run_in_executor(
+    job = asyncio.get_running_loop().run_in_executor(
         pool, preprocess, data, engine.spec.recipe, settings.max_image_pixels, settings.jpeg_draft
     )
+    state.preprocessing += 1
+    job.add_done_callback(state.preprocessing_done)
+    tensor = await job
     preprocess_s = time.perf_counter() - started
     metrics.preprocess_seconds.observe(preprocess_s)
     result = await batcher.submit(tensor)
