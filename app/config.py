@@ -46,7 +46,7 @@ class Settings(BaseSettings):
         2, ge=0, description="Warm-up runs (at batch 1 and the maximum batch) before ready."
     )
     jpeg_draft: bool = Field(
-        False,
+        True,
         description="Decode large JPEGs at a reduced scale (DCT scaling) when the result still "
         "keeps the shorter side at least twice the resize size: much faster, not bit-exact.",
     )
@@ -54,7 +54,10 @@ class Settings(BaseSettings):
     # Batching and load shedding
     max_batch_size: int = Field(8, ge=1, le=1024, description="Most images in one inference.")
     max_batch_delay_ms: float = Field(
-        2.0, ge=0, description="Longest a batch waits for more images after its first arrived."
+        0.0,
+        ge=0,
+        description="Longest a batch waits for more images after its first arrived. 0: run as "
+        "soon as the model is free; images that arrive meanwhile form the next batch.",
     )
     max_queue_size: int = Field(
         64,

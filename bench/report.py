@@ -89,6 +89,13 @@ def markdown(result: dict[str, Any]) -> str:
         for b in engine["batch_sizes"]
     ]
     lines += ["", f"Other processes used {_num(engine.get('other_cpu_cores'), 2)} cores meanwhile."]
+    if "throughput_after" in engine:
+        lines += [
+            "",
+            f"Measured before the HTTP steps: {_num(engine['throughput_before'], 1)} img/s, "
+            f"after them: {_num(engine['throughput_after'], 1)} img/s; the targets use the "
+            f"mean, {_num(engine['throughput'], 1)} img/s.",
+        ]
     lines += [
         "",
         "## Over HTTP (closed loop)",

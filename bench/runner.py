@@ -265,7 +265,7 @@ def run(plan: Plan, name: str, results_dir: Path) -> dict[str, Any]:
     workdir = results_dir / "tmp" / name
     workdir.mkdir(parents=True, exist_ok=True)
     modes = plan.modes(draft_default=Settings.model_fields["jpeg_draft"].default)
-    progress = Progress(2 + sum(1 + len(m.steps) for m in modes))
+    progress = Progress(3 + sum(1 + len(m.steps) for m in modes))
     threads = int(plan.service_env.get("DENSENET_INTRA_OP_THREADS", "0")) or available_cpus()
     progress(f"exporting {plan.arch} (seeded random checkpoint) and writing test photos")
     checkpoint, model = prepare_model(plan.arch, 0, workdir)
@@ -284,6 +284,15 @@ def run(plan: Plan, name: str, results_dir: Path) -> dict[str, Any]:
     results = {
         mode.name: run_mode(mode, files, plan, threads, progress, patience) for mode in modes
     }
+    # This host's speed drifts over minutes (shared CPUs, turbo): measure the ceiling again
+    # after the HTTP steps and compare the service with the mean of both readings.
+    after = run_engine(model, threads, plan, progress, patience)
+    engine["throughput_before"], engine["throughput_after"] = (
+        engine["throughput"],
+        after["throughput"],
+    )
+    engine["throughput"] = (engine["throughput_before"] + engine["throughput_after"]) / 2
+    progress(f"engine ceiling again: {after['throughput']:.1f} img/s", step=True)
     return {
         "name": name,
         "created": time.strftime("%Y-%m-%d %H:%M:%S %z"),
