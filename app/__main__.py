@@ -51,6 +51,8 @@ class DrainingServer(uvicorn.Server):
     async def _drain(self) -> None:
         deadline = time.monotonic() + self.state.settings.shutdown_grace_s
         batcher = self.state.batcher
+        if batcher:
+            batcher.stop_waiting()
         while time.monotonic() < deadline:
             queued = batcher.queue_depth + batcher.in_flight if batcher else 0
             if self.state.active_requests == 0 and queued == 0:

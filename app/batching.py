@@ -61,6 +61,7 @@ class DynamicBatcher:
         self._has_pending = asyncio.Event()
         self._batch_full = asyncio.Event()
         self._closing = False
+        self._no_delay = False  # set while draining: nobody new will join a batch
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self._worker: asyncio.Task[None] | None = None
         self.in_flight = 0  # inputs in the batch being run now
@@ -88,6 +89,11 @@ class DynamicBatcher:
         future.add_done_callback(lambda f: self._forget(item) if f.cancelled() else None)
         self._changed()
         return await future
+
+    def stop_waiting(self) -> None:
+        """Run batches without the batch delay from now on (draining: no one new comes)."""
+        self._no_delay = True
+        self._batch_full.set()
 
     async def close(self) -> None:
         """Stop accepting inputs, finish every queued one, then stop the worker."""
@@ -128,7 +134,7 @@ class DynamicBatcher:
     async def _wait_for_batch(self) -> None:
         """Until the batch is full or the oldest input has waited max_batch_delay_s."""
         deadline = self._pending[0].enqueued + self.max_batch_delay_s
-        while len(self._pending) < self.max_batch_size and not self._closing:
+        while len(self._pending) < self.max_batch_size and not (self._closing or self._no_delay):
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 return

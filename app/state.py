@@ -31,9 +31,14 @@ class AppState:
     def ready(self) -> bool:
         return self.engine is not None and self.warmed_up and not self.draining
 
-    def require_ready(self) -> tuple[Engine, DynamicBatcher, ThreadPoolExecutor]:
-        """The loaded parts, or the 503 a client should get right now."""
-        if self.draining:
+    def require_ready(
+        self, admit: bool = True
+    ) -> tuple[Engine, DynamicBatcher, ThreadPoolExecutor]:
+        """The loaded parts, or the 503 a client should get right now.
+
+        `admit=False` is for work of a request admitted before a drain began: it finishes.
+        """
+        if admit and self.draining:
             raise ShuttingDown("the service is shutting down; retry on another instance")
         if not (self.warmed_up and self.engine and self.batcher and self.preprocess_pool):
             raise NotReady("the model is still loading; retry shortly")

@@ -125,3 +125,16 @@ async def test_close_finishes_queued_work_then_refuses() -> None:
     assert [float((await p).output[0]) for p in pending] == [0.0, 4.0, 8.0]
     with pytest.raises(ShuttingDown):
         await batcher.submit(item(1))
+
+
+async def test_stop_waiting_runs_a_partial_batch_at_once() -> None:
+    model = Model()
+    batcher = make(model, max_batch_delay_s=30.0)
+    pending = [asyncio.ensure_future(batcher.submit(item(i))) for i in range(2)]
+    await asyncio.sleep(0.05)
+    assert model.sizes == []  # still waiting for company
+    batcher.stop_waiting()
+    assert [float((await p).output[0]) for p in pending] == [0.0, 4.0]
+    assert model.sizes == [2]
+    assert float((await batcher.submit(item(3))).output[0]) == 12.0  # still accepting
+    await batcher.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -62,38 +63,60 @@ def test_invalid_setting_stops_startup(tiny_model: Path) -> None:
 
 
 def test_sigterm_drains_accepted_requests_then_exits_zero(tiny_model: Path) -> None:
-    # A long batch delay keeps accepted requests waiting in the queue when SIGTERM lands.
-    with running(tiny_model, max_batch_delay_ms=1500, max_batch_size=64, shutdown_grace_s=20) as (
+    """Accepted work survives SIGTERM: six requests waiting in the queue (a 20 s batch
+    delay keeps them there) and one whose body is still uploading."""
+    photo = images.jpeg()
+    with running(tiny_model, max_batch_delay_ms=20_000, max_batch_size=64, shutdown_grace_s=20) as (
         process,
         url,
     ):
+        port = int(url.rsplit(":", 1)[1])
         results: list[int] = []
 
         def send() -> None:
-            response = httpx.post(f"{url}/classify", files={"file": images.jpeg()}, timeout=30)
+            response = httpx.post(f"{url}/classify", files={"file": photo}, timeout=30)
             results.append(response.status_code)
 
         senders = [threading.Thread(target=send) for _ in range(6)]
         for sender in senders:
             sender.start()
+        uploader = socket.create_connection(("127.0.0.1", port), timeout=30)
+        uploader.sendall(
+            b"POST /classify HTTP/1.1\r\nHost: test\r\nContent-Type: image/jpeg\r\n"
+            + f"Content-Length: {len(photo)}\r\n\r\n".encode()
+            + photo[:1000]
+        )
         with httpx.Client(base_url=url, timeout=5) as client:
-            for _ in range(100):
+            for _ in range(200):
                 metrics = client.get("/metrics").text
                 if "classifier_queue_depth 6.0" in metrics:
                     break
                 time.sleep(0.02)
             assert "classifier_queue_depth 6.0" in metrics
+            started = time.monotonic()
             process.send_signal(signal.SIGTERM)
-            time.sleep(0.2)
+            time.sleep(0.3)
             ready = client.get("/health/ready")
             assert ready.status_code == 503
             assert ready.json()["error"]["code"] == "shutting_down"
-            late = client.post("/classify", files={"file": images.jpeg()})
+            late = client.post("/classify", files={"file": photo})
             assert late.status_code == 503
             assert late.headers["retry-after"]
         for sender in senders:
             sender.join(timeout=30)
         assert results == [200] * 6
+        assert time.monotonic() - started < 10  # the drain does not wait out the batch delay
+        assert process.poll() is None  # still draining: the upload is not finished
+        uploader.sendall(photo[1000:])
+        reply = b""
+        while b"}" not in reply.rsplit(b"\r\n\r\n", 1)[-1]:
+            chunk = uploader.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+        uploader.close()
+        assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
+        assert b'"predictions"' in reply
         assert process.wait(timeout=30) == 0
         output = process.stdout.read()  # type: ignore[union-attr]
         assert "draining" in output

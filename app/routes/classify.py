@@ -115,7 +115,7 @@ async def _read_images(
 
 
 async def _classify(state: AppState, data: bytes, k: int, received: float) -> Classification:
-    engine, batcher, pool = state.require_ready()
+    engine, batcher, pool = state.require_ready(admit=False)  # admitted at the route
     if not data:
         raise InvalidImage("the file is empty")
     settings, metrics = state.settings, state.metrics
