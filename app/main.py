@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -13,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
+from PIL import Image
 from starlette.exceptions import HTTPException
 
 from app.batching import DynamicBatcher
@@ -21,6 +23,7 @@ from app.engine import Engine
 from app.errors import InvalidParameter, MalformedRequest, MethodNotAllowed, NotFound, ServiceError
 from app.metrics import Metrics
 from app.middleware import RequestContextMiddleware
+from app.preprocess import preprocess
 from app.routes import classify, ops
 from app.state import AppState
 
@@ -76,8 +79,25 @@ def _start(state: AppState, engine: Engine) -> tuple[DynamicBatcher, ThreadPoolE
     return batcher, pool
 
 
-async def _warm_up(state: AppState, engine: Engine, batch_size: int) -> None:
-    started = asyncio.get_running_loop().time()
+def _sample_jpeg() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (640, 480), (120, 140, 160)).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+async def _warm_up(
+    state: AppState, engine: Engine, batch_size: int, pool: ThreadPoolExecutor
+) -> None:
+    """Warm the model and every preprocessing thread (decoders load lazily) before ready."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    sample, recipe = _sample_jpeg(), engine.spec.recipe
+    await asyncio.gather(
+        *(
+            loop.run_in_executor(pool, preprocess, sample, recipe, 10**6)
+            for _ in range(state.settings.resolved_preprocess_threads())
+        )
+    )
     await asyncio.to_thread(engine.warm_up, state.settings.warmup_runs, batch_size)
     state.warmed_up = True
     state.set_ready_gauge()
@@ -92,7 +112,7 @@ def _lifespan(
         state: AppState = app.state.service
         engine = await asyncio.to_thread(engine_factory)
         batcher, pool = _start(state, engine)
-        warm_up = asyncio.create_task(_warm_up(state, engine, batcher.max_batch_size))
+        warm_up = asyncio.create_task(_warm_up(state, engine, batcher.max_batch_size, pool))
         try:
             yield
         finally:
