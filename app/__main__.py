@@ -33,6 +33,13 @@ class DrainingServer(uvicorn.Server):
         super().__init__(config)
         self.state = state
         self._drain_started = False
+        self.exit_code = 0
+        state.on_fatal = self.fail
+
+    def fail(self) -> None:
+        """Stop at once with a non-zero exit (the app found it cannot serve)."""
+        self.exit_code = 1
+        self.should_exit = True
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._drain_started:
@@ -59,6 +66,8 @@ class DrainingServer(uvicorn.Server):
                 break
             await asyncio.sleep(0.05)
         log.info("drained; stopping")
+        # uvicorn's own shutdown gets what is left of the grace period, not a second one.
+        self.config.timeout_graceful_shutdown = max(1, int(deadline - time.monotonic()))
         self.should_exit = True
 
 
@@ -86,7 +95,9 @@ def main() -> int:
     )
     server = DrainingServer(config, app.state.service)
     server.run()
-    return 0
+    if not server.started:  # uvicorn could not start the app (it logged why)
+        return 1
+    return server.exit_code
 
 
 if __name__ == "__main__":

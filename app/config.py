@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -43,7 +43,10 @@ class Settings(BaseSettings):
         0, ge=0, description="Threads that decode and resize images; 0 = the CPUs available."
     )
     warmup_runs: int = Field(
-        2, ge=0, description="Warm-up runs (at batch 1 and the maximum batch) before ready."
+        2,
+        ge=0,
+        description="Warm-up runs before ready: at batch 1 and the maximum batch on CPU, at "
+        "every batch size on CUDA (cuDNN tunes per shape).",
     )
     jpeg_draft: bool = Field(
         True,
@@ -110,6 +113,12 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level."
     )
+
+    @model_validator(mode="after")
+    def _default_top_k_within_max(self) -> Settings:
+        if self.default_top_k > self.max_top_k:
+            raise ValueError("default_top_k must not exceed max_top_k")
+        return self
 
     @field_validator("providers")
     @classmethod

@@ -92,13 +92,22 @@ async def _warm_up(
     loop = asyncio.get_running_loop()
     started = loop.time()
     sample, recipe = _sample_jpeg(), engine.spec.recipe
-    await asyncio.gather(
-        *(
-            loop.run_in_executor(pool, preprocess, sample, recipe, 10**6)
-            for _ in range(state.settings.resolved_preprocess_threads())
+    try:
+        await asyncio.gather(
+            *(
+                loop.run_in_executor(pool, preprocess, sample, recipe, 10**6)
+                for _ in range(state.settings.resolved_preprocess_threads())
+            )
         )
-    )
-    await asyncio.to_thread(engine.warm_up, state.settings.warmup_runs, batch_size)
+        await asyncio.to_thread(engine.warm_up, state.settings.warmup_runs, batch_size)
+    except Exception as exc:
+        # A model that loads but cannot run (e.g. a graph that only works at batch 1, or
+        # out of GPU memory at the maximum batch) must not sit "not ready" forever.
+        log.exception("warm-up failed; the service cannot serve this model")
+        state.warmup_error = f"warm-up failed: {type(exc).__name__}"
+        if state.on_fatal is not None:
+            state.on_fatal()
+        return
     state.warmed_up = True
     state.set_ready_gauge()
     log.info("warm-up done in %.2f s; ready", asyncio.get_running_loop().time() - started)
@@ -119,7 +128,10 @@ def _lifespan(
             state.draining = True
             state.set_ready_gauge()
             warm_up.cancel()
-            await batcher.close()
+            try:  # an inference stuck in the GPU driver must not hold the exit forever
+                await asyncio.wait_for(batcher.close(), timeout=state.settings.shutdown_grace_s)
+            except TimeoutError:
+                log.error("inference did not finish within the grace period; exiting anyway")
             pool.shutdown(wait=False, cancel_futures=True)
 
     return lifespan

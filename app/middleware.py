@@ -22,7 +22,7 @@ _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 class RequestContextMiddleware:
     """Runs around every HTTP request, outside FastAPI's routing.
 
-    `activity(+1/-1)` is told when a request starts and ends (for draining).
+    `activity(+1/-1)` is told when a classification request starts and ends (draining).
     `body_limit(path)` gives the most body bytes a path accepts (None: no body expected,
     the smallest limit applies). The limit is enforced while the body streams in, and
     the whole body must arrive within `body_timeout_s`, so neither a huge nor a trickled
@@ -70,7 +70,10 @@ class RequestContextMiddleware:
             declared = int(headers.get(b"content-length", b"0"))
         except ValueError:
             declared = 0
-        self.activity(+1)
+        # Only classification work holds a drain open; probes and scrapes do not.
+        counted = scope["path"].startswith("/classify")
+        if counted:
+            self.activity(+1)
         try:
             if declared > limit:
                 raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit}")
@@ -88,7 +91,8 @@ class RequestContextMiddleware:
             error = InternalError("internal error; quote the request id when reporting it")
             await error.response(request_id)(scope, receive, send_with_id)
         finally:
-            self.activity(-1)
+            if counted:
+                self.activity(-1)
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
             self.metrics.requests.labels(path, scope["method"], str(status)).inc()

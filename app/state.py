@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -26,6 +27,8 @@ class AppState:
     active_requests: int = 0
     preprocessing: int = 0  # images handed to the preprocess pool and not done yet
     warnings: list[str] = field(default_factory=list)  # added to every classification
+    warmup_error: str | None = None
+    on_fatal: Callable[[], None] | None = None  # set by `python -m app`: stop the process
 
     @property
     def ready(self) -> bool:
@@ -40,11 +43,13 @@ class AppState:
         """
         if admit and self.draining:
             raise ShuttingDown("the service is shutting down; retry on another instance")
+        if self.warmup_error:
+            raise NotReady(f"the model cannot be served ({self.warmup_error}); see the log")
         if not (self.warmed_up and self.engine and self.batcher and self.preprocess_pool):
             raise NotReady("the model is still loading; retry shortly")
         return self.engine, self.batcher, self.preprocess_pool
 
-    def preprocessing_done(self, _: object) -> None:
+    def preprocessing_done(self) -> None:
         self.preprocessing -= 1
 
     def set_ready_gauge(self) -> None:

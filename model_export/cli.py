@@ -130,7 +130,10 @@ def _run_inspect(args: argparse.Namespace) -> None:
         raise ExportError(f"{args.model} is not a loadable ONNX model: {exc}") from exc
     meta = dict(session.get_modelmeta().custom_metadata_map)
     if md.LABELS in meta:
-        meta[md.LABELS] = f"<{len(json.loads(meta[md.LABELS]))} names>"
+        try:
+            meta[md.LABELS] = f"<{len(json.loads(meta[md.LABELS]))} names>"
+        except json.JSONDecodeError:
+            meta[md.LABELS] = "<not a JSON list: the service will refuse this model>"
     print(json.dumps(meta, indent=2))
 
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from app.engine import Engine
-from app.main import RANDOM_WEIGHTS_WARNING, load_engine
+from app.main import RANDOM_WEIGHTS_WARNING, create_app, load_engine
 from tests import images
 from tests.conftest import serve, settings_for
 from tests.engines import ControlledEngine
@@ -399,3 +399,33 @@ async def test_draining_refuses_new_work(client: httpx.AsyncClient) -> None:
 
 def test_engine_factory_type() -> None:
     assert issubclass(ControlledEngine, Engine)
+
+
+async def test_default_top_k_is_capped_for_models_with_few_classes(tmp_path: Path) -> None:
+    from tests.test_engine import graph_model
+
+    model = graph_model(tmp_path, ["n", 3, 224, 224], ["n", 3], meta={"labels": '["r", "g", "b"]'})
+    async with serve(settings_for(model)) as (_, client):
+        response = await client.post("/classify", files={"file": JPEG})
+        assert response.status_code == 200, response.text
+        assert [p["label"] for p in response.json()["predictions"]] != []
+        assert len(response.json()["predictions"]) == 3
+        too_many = await client.post("/classify", params={"top_k": 4}, files={"file": JPEG})
+        assert_error(too_many, 422, "invalid_parameter")
+
+
+async def test_failed_warm_up_is_reported_not_hidden(tiny_model: Path) -> None:
+    settings = settings_for(tiny_model)
+    engine = ControlledEngine(load_engine(settings))
+    engine.fail_next = 1  # the first warm-up run fails
+    fatal: list[bool] = []
+    app = create_app(settings, lambda: engine)
+    app.state.service.on_fatal = lambda: fatal.append(True)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            await wait_for(lambda: fatal)
+            ready = await client.get("/health/ready")
+            error = assert_error(ready, 503, "not_ready")
+            assert "cannot be served" in error["message"]
+            assert "injected" not in error["message"]

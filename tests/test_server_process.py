@@ -134,3 +134,43 @@ def test_module_entrypoint_has_help_free_start(tiny_model: Path) -> None:
         check=False,
     )
     assert result.returncode == 0
+
+
+def batch_of_one_model(path: Path) -> Path:
+    """Declares a dynamic batch but reshapes to a fixed [1, 3]: loads, fails at batch 8."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 224, 224])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])
+    shape = numpy_helper.from_array(np.array([1, 3], dtype=np.int64), "shape")
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["x"], ["p"]),
+        helper.make_node("Reshape", ["p", "shape"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "g", [x], [y], initializer=[shape])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_model_that_fails_warm_up_stops_the_process(tmp_path: Path) -> None:
+    output = startup_failure(batch_of_one_model(tmp_path / "b1.onnx"), max_batch_size=8)
+    assert "warm-up failed" in output
+
+
+def test_client_aborting_an_upload_is_not_a_server_error(tiny_model: Path) -> None:
+    with running(tiny_model) as (_, url):
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as aborting:
+            aborting.sendall(
+                b"POST /classify HTTP/1.1\r\nHost: test\r\nContent-Type: image/jpeg\r\n"
+                b"Content-Length: 100000\r\n\r\n" + b"\xff" * 1000
+            )
+            time.sleep(0.3)
+        time.sleep(0.5)
+        metrics = httpx.get(f"{url}/metrics", timeout=5).text
+        assert 'classifier_errors_total{code="client_disconnected"} 1.0' in metrics
+        assert "internal_error" not in metrics
+        assert 'status="500"' not in metrics
+        assert httpx.post(f"{url}/classify", files={"file": images.jpeg()}).status_code == 200

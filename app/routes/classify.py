@@ -11,6 +11,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from app.errors import (
     ClientDisconnected,
@@ -79,14 +80,25 @@ TopK = Annotated[
 
 
 def _top_k(state: AppState, requested: int | None, num_classes: int) -> int:
+    """The client's top_k, checked; or the default, capped at what this model has."""
     limit = min(state.settings.max_top_k, num_classes)
-    k = state.settings.default_top_k if requested is None else requested
-    if k > limit:
+    if requested is None:
+        return min(state.settings.default_top_k, limit)
+    if requested > limit:
         raise InvalidParameter(f"top_k must be between 1 and {limit}")
-    return min(k, limit)
+    return requested
 
 
 async def _read_images(
+    request: Request, field: str, max_files: int
+) -> list[tuple[str | None, bytes]]:
+    try:
+        return await _parse_upload(request, field, max_files)
+    except ClientDisconnect:  # the client gave up mid-upload: not a server error
+        raise ClientDisconnected("client closed the connection during the upload") from None
+
+
+async def _parse_upload(
     request: Request, field: str, max_files: int
 ) -> list[tuple[str | None, bytes]]:
     """The uploaded images as (filename, bytes): multipart `field`, or a raw image body."""
@@ -124,12 +136,15 @@ async def _classify(state: AppState, data: bytes, k: int, received: float) -> Cl
     if state.preprocessing + batcher.queue_depth >= settings.max_queue_size:
         raise Overloaded(f"the queue is full ({settings.max_queue_size} images waiting)")
     started = time.perf_counter()
-    job = asyncio.get_running_loop().run_in_executor(
-        pool, preprocess, data, engine.spec.recipe, settings.max_image_pixels, settings.jpeg_draft
+    # Counted on the thread's work item, not the awaiting task: a cancelled request's
+    # decode still occupies a thread (and its upload) until it finishes.
+    loop = asyncio.get_running_loop()
+    work = pool.submit(
+        preprocess, data, engine.spec.recipe, settings.max_image_pixels, settings.jpeg_draft
     )
     state.preprocessing += 1
-    job.add_done_callback(state.preprocessing_done)
-    tensor = await job
+    work.add_done_callback(lambda _: loop.call_soon_threadsafe(state.preprocessing_done))
+    tensor = await asyncio.wrap_future(work)
     preprocess_s = time.perf_counter() - started
     metrics.preprocess_seconds.observe(preprocess_s)
     result = await batcher.submit(tensor)
