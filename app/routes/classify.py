@@ -13,6 +13,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
+from app.engine import Engine
 from app.errors import (
     ClientDisconnected,
     InternalError,
@@ -188,6 +189,16 @@ async def _bounded(request: Request, state: AppState, work: Awaitable[T]) -> T:
             pending.cancel()
 
 
+async def _admit(
+    request: Request, state: AppState, top_k: int | None, field: str, max_files: int
+) -> tuple[Engine, int, list[tuple[str | None, bytes]], float]:
+    """Refuse early (not ready, bad top_k), then read the upload; returns when it arrived."""
+    engine, _, _ = state.require_ready()
+    k = _top_k(state, top_k, engine.spec.num_classes)
+    images = await _read_images(request, field, max_files)
+    return engine, k, images, time.perf_counter()
+
+
 @router.post(
     "/classify",
     response_model=Classification,
@@ -197,10 +208,7 @@ async def _bounded(request: Request, state: AppState, work: Awaitable[T]) -> T:
 )
 async def classify(request: Request, state: State, top_k: TopK = None) -> Classification:
     """Send one image as multipart field `file`, or as the raw body with an image/* type."""
-    engine, _, _ = state.require_ready()
-    k = _top_k(state, top_k, engine.spec.num_classes)
-    [(_, data)] = await _read_images(request, "file", max_files=1)
-    received = time.perf_counter()
+    _, k, [(_, data)], received = await _admit(request, state, top_k, "file", max_files=1)
     return await _bounded(request, state, _classify(state, data, k, received))
 
 
@@ -213,10 +221,8 @@ async def classify(request: Request, state: State, top_k: TopK = None) -> Classi
 )
 async def classify_batch(request: Request, state: State, top_k: TopK = None) -> BatchClassification:
     """Send images as multipart fields `files`; each succeeds or fails on its own."""
-    engine, _, _ = state.require_ready()
-    k = _top_k(state, top_k, engine.spec.num_classes)
-    images = await _read_images(request, "files", max_files=state.settings.max_batch_images)
-    received = time.perf_counter()
+    max_files = state.settings.max_batch_images
+    engine, k, images, received = await _admit(request, state, top_k, "files", max_files)
 
     async def one(data: bytes) -> Classification | BaseException:
         try:

@@ -42,7 +42,19 @@ async def metrics(state: State) -> Response:
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def _model_info(state: AppState) -> ModelInfo:
+@router.get(
+    "/v1/model",
+    response_model=ModelInfo,
+    include_in_schema=False,
+    dependencies=[Depends(require_ops_key)],
+)
+@router.get(
+    "/model",
+    response_model=ModelInfo,
+    summary="The model being served",
+    dependencies=[Depends(require_ops_key)],
+)
+async def model(state: State) -> ModelInfo:
     if state.engine is None:
         raise NotReady("the model is still loading")
     spec, settings = state.engine.spec, state.settings
@@ -70,23 +82,3 @@ def _model_info(state: AppState) -> ModelInfo:
         ),
         warnings=state.warnings,
     )
-
-
-@router.get(
-    "/model",
-    response_model=ModelInfo,
-    summary="The model being served",
-    dependencies=[Depends(require_ops_key)],
-)
-async def model(state: State) -> ModelInfo:
-    return _model_info(state)
-
-
-@router.get(
-    "/v1/model",
-    response_model=ModelInfo,
-    include_in_schema=False,
-    dependencies=[Depends(require_ops_key)],
-)
-async def model_v1(state: State) -> ModelInfo:
-    return _model_info(state)
