@@ -1,40 +1,52 @@
-"""`python -m app`: load the model (failing fast), then serve with graceful SIGTERM drain."""
+"""`python -m app`: load the models (failing fast), then serve with a graceful drain.
+
+Signals: the first SIGTERM or SIGINT drains (readiness 503, new work 503, accepted work
+finishes within DENSENET_SHUTDOWN_GRACE_S); repeated SIGTERMs, as process managers and
+shells send them, change nothing; a second SIGINT (Ctrl-C twice) stops at once, answering
+whatever is still in progress with 503 shutting_down. The process exits within the grace
+period plus about a second, whatever the model is doing.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import socket
 import sys
-import time
+import threading
+from collections.abc import Coroutine
 from types import FrameType
 
 import uvicorn
 from pydantic import ValidationError
 
 from app.config import Settings
-from app.engine import Engine, ModelLoadError
+from app.errors import ModelLoadError, ShuttingDown
 from app.logs import configure_logging
-from app.main import create_app, load_engine
-from app.state import AppState
+from app.main import create_app
+from app.repository import load_models
+from app.state import Service
 
 log = logging.getLogger("app")
 
 
 class DrainingServer(uvicorn.Server):
-    """uvicorn, except that the first SIGTERM/SIGINT drains before stopping.
+    """uvicorn with the signal handling described in the module docstring."""
 
-    Draining: readiness turns 503 and new classifications get 503 at once, while every
-    request already accepted runs to completion (up to the grace period). Then uvicorn
-    shuts down as usual and the process exits 0. A second signal stops at once.
-    """
-
-    def __init__(self, config: uvicorn.Config, state: AppState) -> None:
+    def __init__(self, config: uvicorn.Config, service: Service) -> None:
         super().__init__(config)
-        self.state = state
-        self._drain_started = False
+        self.service = service
         self.exit_code = 0
-        state.on_fatal = self.fail
+        self._sigints = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        service.on_fatal = self.fail
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
 
     def fail(self) -> None:
         """Stop at once with a non-zero exit (the app found it cannot serve)."""
@@ -42,33 +54,74 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self._drain_started:
-            self.force_exit = self.should_exit = True
+        # Runs inside a signal handler, between two bytecodes of whatever the loop was
+        # doing (a metrics scrape holding a lock, say): only hand the signal to the loop.
+        if self._loop is None:
+            self.should_exit = True
             return
-        self._drain_started = True
-        self.state.draining = True
-        self.state.set_ready_gauge()
-        log.info(
-            "received %s: draining for up to %g s",
-            signal.Signals(sig).name,
-            self.state.settings.shutdown_grace_s,
-        )
-        asyncio.get_event_loop().call_soon_threadsafe(lambda: asyncio.ensure_future(self._drain()))
+        self._loop.call_soon_threadsafe(self._on_signal, sig)
+
+    def _on_signal(self, sig: int) -> None:
+        name = signal.Signals(sig).name
+        drain = self.service.drain
+        self._sigints += sig == signal.SIGINT
+        if not drain.draining:
+            grace = self.service.settings.shutdown_grace_s
+            log.info("received %s: draining for up to %g s", name, grace)
+            drain.begin(grace)
+            self.service.update_ready_gauge()
+            self._spawn(self._drain())
+        elif sig == signal.SIGINT and self._sigints >= 2:
+            log.warning("second SIGINT: stopping now; work in progress gets 503 shutting_down")
+            self._spawn(self._force())
+        else:
+            log.info("received %s while draining: the drain goes on", name)
+
+    def _spawn(self, work: Coroutine[object, object, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _drain(self) -> None:
-        deadline = time.monotonic() + self.state.settings.shutdown_grace_s
-        batcher = self.state.batcher
-        if batcher:
-            batcher.stop_waiting()
-        while time.monotonic() < deadline:
-            queued = batcher.queue_depth + batcher.in_flight if batcher else 0
-            if self.state.active_requests == 0 and queued == 0:
-                break
-            await asyncio.sleep(0.05)
-        log.info("drained; stopping")
+        drain = self.service.drain
+        if await drain.wait_idle(drain.remaining_s()):
+            log.info("drained; stopping")
+        else:
+            log.error("grace period over: %d request(s) unfinished get 503", drain.active)
+            await self._abort()
         # uvicorn's own shutdown gets what is left of the grace period, not a second one.
-        self.config.timeout_graceful_shutdown = max(1, int(deadline - time.monotonic()))
+        self.config.timeout_graceful_shutdown = max(0.1, drain.remaining_s())  # type: ignore[assignment]
         self.should_exit = True
+
+    async def _force(self) -> None:
+        # Not uvicorn's force_exit: that skips the lifespan and leaves tasks to be cancelled
+        # with tracebacks. Everything was just answered, so a short orderly stop follows.
+        await self._abort()
+        self.config.timeout_graceful_shutdown = 0.1  # type: ignore[assignment]
+        self.should_exit = True
+
+    async def _abort(self) -> None:
+        """Answer everything still in progress with 503 shutting_down, briefly."""
+        self.service.drain.abort()
+        if self.service.repository is not None:
+            self.service.repository.abort(ShuttingDown("the service was stopped"))
+        await self.service.drain.wait_idle(0.5)
+
+
+def _exit_without_stuck_threads(code: int) -> int:
+    """Python joins worker threads at exit; an inference stuck in one must not hold it."""
+    busy = [
+        t
+        for t in threading.enumerate()
+        if t is not threading.main_thread() and not t.daemon and t.is_alive()
+    ]
+    for thread in busy:
+        thread.join(timeout=0.5 / len(busy))
+    if any(t.is_alive() for t in busy):
+        log.error("exiting while a worker thread is still busy (a stuck inference?)")
+        logging.shutdown()
+        os._exit(code)
+    return code
 
 
 def main() -> int:
@@ -79,11 +132,11 @@ def main() -> int:
         return 2
     configure_logging(settings.log_format, settings.log_level)
     try:
-        engine: Engine = load_engine(settings)
+        loaded = load_models(settings)
     except ModelLoadError as exc:
         log.error("cannot start: %s", exc)
         return 1
-    app = create_app(settings, engine_factory=lambda: engine)
+    app = create_app(settings, loaded=loaded)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -91,13 +144,14 @@ def main() -> int:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s)),
-        timeout_keep_alive=5,
+        timeout_keep_alive=settings.keep_alive_timeout_s,
+        limit_concurrency=settings.limit_concurrency,
     )
     server = DrainingServer(config, app.state.service)
     server.run()
     if not server.started:  # uvicorn could not start the app (it logged why)
-        return 1
-    return server.exit_code
+        return _exit_without_stuck_threads(1)
+    return _exit_without_stuck_threads(server.exit_code)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
 """Asyncio dynamic batcher: groups single inputs into batches for one synchronous model.
 
 A batch starts when it is full or when `max_batch_delay_s` has passed since its first
-input arrived. The model runs in one worker thread, so batches are serialized and the
-event loop never blocks. Knows nothing of HTTP or images.
+input arrived. Every batcher of a process runs its batches through one `InferenceDevice`:
+one batch at a time, on one worker thread, so the event loop never blocks and two models
+never compete for the same cores. The device's lock is fair (first come, first served),
+so while one model is flooded another model's batch still gets the next turn.
+Knows nothing of HTTP or images.
 """
 
 from __future__ import annotations
@@ -16,16 +19,36 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
-from app.errors import InferenceFailed, Overloaded, ShuttingDown
-from app.metrics import Metrics
+from app.errors import InferenceFailed, Overloaded, ServiceError, ShuttingDown
+from app.metrics import ModelMetrics
 
 log = logging.getLogger(__name__)
 
 RunBatch = Callable[[NDArray[np.float32]], NDArray[np.float32]]
+T = TypeVar("T")
+
+
+class InferenceDevice:
+    """Runs one batch at a time for every batcher that shares it, in arrival order."""
+
+    def __init__(self) -> None:
+        self._turn = asyncio.Lock()  # asyncio.Lock wakes waiters first-in, first-out
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+
+    async def call(self, work: Callable[..., T], *args: object) -> T:
+        """`work(*args)` on the inference thread, when this device's turn comes."""
+        async with self._turn:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, work, *args)
+
+    def close(self) -> None:
+        """Stop the worker thread once it is idle; never waits for a stuck inference."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 @dataclass(frozen=True)
@@ -41,18 +64,21 @@ class _Pending:
     tensor: NDArray[np.float32]
     future: asyncio.Future[BatchResult]
     enqueued: float
+    request_id: str | None
 
 
 class DynamicBatcher:
     def __init__(
         self,
         run_batch: RunBatch,
-        metrics: Metrics,
+        device: InferenceDevice,
+        metrics: ModelMetrics,
         max_batch_size: int,
         max_batch_delay_s: float,
         max_queue_size: int,
     ) -> None:
         self._run_batch = run_batch
+        self._device = device
         self._metrics = metrics
         self.max_batch_size = max_batch_size
         self.max_batch_delay_s = max_batch_delay_s
@@ -62,18 +88,24 @@ class DynamicBatcher:
         self._batch_full = asyncio.Event()
         self._closing = False
         self._no_delay = False  # set while draining: nobody new will join a batch
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._running: list[_Pending] = []  # the batch being run now
         self._worker: asyncio.Task[None] | None = None
-        self.in_flight = 0  # inputs in the batch being run now
 
     @property
     def queue_depth(self) -> int:
         return len(self._pending)
 
+    @property
+    def in_flight(self) -> int:
+        """Inputs in the batch being run now."""
+        return len(self._running)
+
     def start(self) -> None:
         self._worker = asyncio.create_task(self._work(), name="batcher")
 
-    async def submit(self, tensor: NDArray[np.float32]) -> BatchResult:
+    async def submit(
+        self, tensor: NDArray[np.float32], request_id: str | None = None
+    ) -> BatchResult:
         """Queue one input and wait for its row of the output.
 
         Raises Overloaded at once when the queue is full. Cancelling the caller removes
@@ -84,7 +116,7 @@ class DynamicBatcher:
         if len(self._pending) >= self.max_queue_size:
             raise Overloaded(f"the inference queue is full ({self.max_queue_size} images)")
         future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
-        item = _Pending(tensor, future, time.perf_counter())
+        item = _Pending(tensor, future, time.perf_counter(), request_id)
         self._pending.append(item)
         future.add_done_callback(lambda f: self._forget(item) if f.cancelled() else None)
         self._changed()
@@ -102,7 +134,15 @@ class DynamicBatcher:
         self._batch_full.set()
         if self._worker is not None:
             await self._worker
-        self._executor.shutdown(wait=True)
+
+    def abort(self, error: ServiceError) -> None:
+        """Fail every queued and running input with `error` now (a forced stop)."""
+        self._closing = True
+        for item in [*self._pending, *self._running]:
+            if not item.future.done():
+                item.future.set_exception(error)
+        self._pending.clear()
+        self._changed()
 
     def _forget(self, item: _Pending) -> None:
         with contextlib.suppress(ValueError):
@@ -154,12 +194,10 @@ class DynamicBatcher:
 
     async def _run(self, batch: list[_Pending]) -> None:
         started = time.perf_counter()
-        self.in_flight = len(batch)
+        self._running = batch
         try:
             inputs = np.stack([item.tensor for item in batch])
-            outputs = await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._run_batch, inputs
-            )
+            outputs = await self._device.call(self._run_batch, inputs)
             if outputs.shape[0] != len(batch):
                 raise RuntimeError(
                     f"model returned {outputs.shape[0]} rows for {len(batch)} inputs"
@@ -167,9 +205,10 @@ class DynamicBatcher:
         except Exception as exc:
             error_id = uuid.uuid4().hex[:12]
             log.error(
-                "inference failed on a batch of %d (error id %s)",
+                "inference failed on a batch of %d (error id %s; request ids %s)",
                 len(batch),
                 error_id,
+                ", ".join(item.request_id or "-" for item in batch),
                 exc_info=exc,
             )
             for item in batch:
@@ -179,7 +218,7 @@ class DynamicBatcher:
                     )
             return
         finally:
-            self.in_flight = 0
+            self._running = []
         inference_s = time.perf_counter() - started
         self._metrics.inference_seconds.observe(inference_s)
         self._metrics.batch_size.observe(len(batch))

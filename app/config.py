@@ -29,7 +29,18 @@ class Settings(BaseSettings):
 
     # Model and runtime
     model_path: Path = Field(
-        Path("models/densenet121.onnx"), description="ONNX classifier to serve."
+        Path("models/densenet121.onnx"),
+        description="ONNX classifier to serve when no model repository is set.",
+    )
+    model_repository: Path | None = Field(
+        None,
+        description="Directory of models to serve, laid out DIR/<name>/<version>/model.onnx "
+        "(versions are positive integers; every version is served, the latest by default).",
+    )
+    default_model: str | None = Field(
+        None,
+        description="Model that requests without a model name get; required when the "
+        "repository holds several models.",
     )
     providers: str = Field(
         "auto",
@@ -81,6 +92,13 @@ class Settings(BaseSettings):
         100 * 1024 * 1024, ge=1024, description="Largest request body for /classify/batch."
     )
     max_batch_images: int = Field(32, ge=1, description="Most images in one /classify/batch call.")
+    max_inflight_upload_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1024,
+        description="Request bodies all requests together may hold at once (a body without "
+        "Content-Length reserves its route's whole limit); beyond it 503 overloaded. Bounds "
+        "the memory and the /tmp spool that uploads can take.",
+    )
     max_image_pixels: int = Field(
         40_000_000, ge=1, description="Largest width x height accepted (decompression bombs: 413)."
     )
@@ -107,7 +125,19 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Interface to listen on (0.0.0.0 in containers).")
     port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on.")
     shutdown_grace_s: float = Field(
-        30.0, ge=0, description="On SIGTERM, how long accepted requests may take to finish."
+        30.0,
+        ge=0,
+        description="On SIGTERM, how long accepted requests may take to finish; the process "
+        "exits within this plus 2 s whatever the model does.",
+    )
+    limit_concurrency: int = Field(
+        1000,
+        ge=1,
+        description="Most open connections; beyond it new requests get 503 from the HTTP "
+        "server itself.",
+    )
+    keep_alive_timeout_s: int = Field(
+        5, ge=1, description="Seconds an idle keep-alive connection stays open."
     )
     log_format: Literal["text", "json"] = Field("text", description="Log line format.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
@@ -119,6 +149,25 @@ class Settings(BaseSettings):
         if self.default_top_k > self.max_top_k:
             raise ValueError("default_top_k must not exceed max_top_k")
         return self
+
+    @model_validator(mode="after")
+    def _one_model_source(self) -> Settings:
+        if self.model_repository is not None and "model_path" in self.model_fields_set:
+            raise ValueError("set DENSENET_MODEL_PATH or DENSENET_MODEL_REPOSITORY, not both")
+        if self.default_model is not None and self.model_repository is None:
+            raise ValueError("DENSENET_DEFAULT_MODEL needs DENSENET_MODEL_REPOSITORY")
+        return self
+
+    @field_validator("api_key")
+    @classmethod
+    def _api_key_not_empty(cls, value: SecretStr | None) -> SecretStr | None:
+        # An empty key (what `${API_KEY}` gives when unset) must not turn auth on with an
+        # empty token accepted: refuse to start rather than guess what was meant.
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError(
+                "DENSENET_API_KEY is set but empty; unset it to turn authentication off"
+            )
+        return value
 
     @field_validator("providers")
     @classmethod

@@ -1,10 +1,11 @@
-"""One exception base carrying HTTP status and a stable error code; one handler maps it."""
+"""Plain domain exceptions, each with a stable `code`, an HTTP-like `status` and a message.
+
+Nothing here knows HTTP frameworks: the web layer renders these (app/http_errors.py), once.
+"""
 
 from __future__ import annotations
 
 from typing import ClassVar
-
-from fastapi.responses import JSONResponse
 
 
 class ServiceError(Exception):
@@ -20,12 +21,6 @@ class ServiceError(Exception):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after_s)} if self.retry_after_s else {}
-
-    def response(self, request_id: str | None = None) -> JSONResponse:
-        body: dict[str, object] = {"code": self.code, "message": self.message}
-        if request_id:
-            body["request_id"] = request_id
-        return JSONResponse({"error": body}, status_code=self.status, headers=self.headers())
 
 
 class InvalidImage(ServiceError):
@@ -49,6 +44,10 @@ class Unauthorized(ServiceError):
 
 class NotFound(ServiceError):
     status, code = 404, "not_found"
+
+
+class ModelNotFound(ServiceError):
+    status, code = 404, "model_not_found"
 
 
 class MethodNotAllowed(ServiceError):
@@ -85,6 +84,13 @@ class Overloaded(ServiceError):
     status, code, retry_after_s = 503, "overloaded", 1
 
 
+class UploadStorageFull(ServiceError):
+    """The disk (tmpfs) that multipart uploads spool to is full: a server-side condition
+    that clears as other uploads finish, so it is a retryable 503, not a 500."""
+
+    status, code, retry_after_s = 503, "upload_storage_full", 2
+
+
 class NotReady(ServiceError):
     status, code, retry_after_s = 503, "not_ready", 2
 
@@ -103,3 +109,7 @@ class InferenceFailed(ServiceError):
 
 class InternalError(ServiceError):
     status, code = 500, "internal_error"
+
+
+class ModelLoadError(Exception):
+    """A model cannot be served; start-up stops with this one-line message."""

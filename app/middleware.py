@@ -1,4 +1,12 @@
-"""Pure ASGI middleware: request ids, body limits and read timeouts, metrics, last-resort 500s."""
+"""Pure ASGI middleware: request ids, request bodies (limits, deadline, upload budget),
+HTTP metrics, and last-resort 500s.
+
+A route declares the body it accepts with `declare_body_limit`; routes that do not take
+a body get a small default. The limit is checked against Content-Length before the first
+byte is read and again while the body streams in, the whole body must arrive within the
+body timeout, and all bodies being received together stay within the upload budget. An
+error sent before the body was read to its end closes the connection.
+"""
 
 from __future__ import annotations
 
@@ -7,49 +15,123 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import BodyTimeout, InternalError, PayloadTooLarge, ServiceError
+from app.draining import Drain
+from app.errors import (
+    BodyTimeout,
+    InternalError,
+    Overloaded,
+    PayloadTooLarge,
+    ServiceError,
+    ShuttingDown,
+)
+from app.http_errors import render
 from app.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_METHODS = frozenset({"GET", "POST", "HEAD", "OPTIONS"})
+DEFAULT_BODY_LIMIT = 64 * 1024
+
+
+def declare_body_limit(request: Request, limit: int) -> None:
+    """Let this request's body be up to `limit` bytes (call before reading it)."""
+    request.scope.setdefault("state", {})["body_limit"] = limit
+
+
+class _Body:
+    """One request's body as it streams in: limit, deadline, reservation."""
+
+    def __init__(
+        self, scope: Scope, receive: Receive, middleware: RequestContextMiddleware
+    ) -> None:
+        self.scope, self._receive, self._owner = scope, receive, middleware
+        self.reserved = 0
+        self.received = 0
+        self.done = False
+        self.started = False
+        self.deadline = time.monotonic() + middleware.body_timeout_s
+        headers = dict(scope["headers"])
+        try:
+            self.declared: int | None = int(headers[b"content-length"])
+        except (KeyError, ValueError):
+            self.declared = None
+        self.expected = self.declared not in (None, 0) or b"transfer-encoding" in headers
+
+    @property
+    def unread(self) -> bool:
+        """A body was announced and not read to its end: the connection cannot be reused."""
+        return self.expected and not self.done
+
+    def _start(self) -> None:
+        """On the first read, when the route has declared its limit: check and reserve."""
+        self.started = True
+        limit = self.scope.get("state", {}).get("body_limit", DEFAULT_BODY_LIMIT)
+        self.limit = int(limit)
+        if self.declared is not None and self.declared > self.limit:
+            raise PayloadTooLarge(
+                f"request body is {self.declared} bytes; the limit is {self.limit}"
+            )
+        size = self.limit if self.declared is None else self.declared
+        self._owner.reserve(size)
+        self.reserved = size
+
+    async def receive(self) -> Message:
+        if self.done:  # waiting for a disconnect: no deadline applies
+            return await self._receive()
+        if not self.started:
+            self._start()
+        try:
+            async with asyncio.timeout(max(0.0, self.deadline - time.monotonic())):
+                message = await self._receive()
+        except TimeoutError:
+            timeout = self._owner.body_timeout_s
+            raise BodyTimeout(f"request body not received within {timeout:g} s") from None
+        if message["type"] == "http.request":
+            self.received += len(message.get("body", b""))
+            if self.received > self.limit:
+                raise PayloadTooLarge(f"request body exceeds the limit of {self.limit} bytes")
+            self.done = not message.get("more_body", False)
+        return message
 
 
 class RequestContextMiddleware:
-    """Runs around every HTTP request, outside FastAPI's routing.
-
-    `activity(+1/-1)` is told when a classification request starts and ends (draining).
-    `body_limit(path)` gives the most body bytes a path accepts (None: no body expected,
-    the smallest limit applies). The limit is enforced while the body streams in, and
-    the whole body must arrive within `body_timeout_s`, so neither a huge nor a trickled
-    upload can hold memory or a connection.
-    """
+    """Runs around every HTTP request, outside FastAPI's routing."""
 
     def __init__(
         self,
         app: ASGIApp,
         metrics: Metrics,
-        activity: Callable[[int], None],
-        body_limit: Callable[[str], int],
+        drain: Drain,
         body_timeout_s: float,
+        upload_budget_bytes: int,
     ) -> None:
         self.app = app
         self.metrics = metrics
-        self.activity = activity
-        self.body_limit = body_limit
+        self.drain = drain
         self.body_timeout_s = body_timeout_s
+        self.upload_budget_bytes = upload_budget_bytes
+        self.uploading_bytes = 0
+        metrics.upload_bytes.set_function(lambda: self.uploading_bytes)
+
+    def reserve(self, size: int) -> None:
+        if size and self.uploading_bytes + size > self.upload_budget_bytes:
+            raise Overloaded(
+                "too many uploads in progress; retry shortly (send Content-Length so that "
+                "only the body's real size is reserved)"
+            )
+        self.uploading_bytes += size
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        headers = dict(scope["headers"])
-        given = headers.get(b"x-request-id", b"").decode("latin-1")
+        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         request_id = given if _CLIENT_REQUEST_ID.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500
@@ -59,66 +141,37 @@ class RequestContextMiddleware:
             nonlocal status, response_started
             if message["type"] == "http.response.start":
                 status, response_started = message["status"], True
-                message["headers"] = [
-                    *message.get("headers", []),
-                    (b"x-request-id", request_id.encode()),
-                ]
+                extra = [(b"x-request-id", request_id.encode())]
+                if body.unread:  # an early answer (413, 408, 401...): close after it
+                    extra.append((b"connection", b"close"))
+                message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
-        limit = self.body_limit(scope["path"])
+        body = _Body(scope, receive, self)
+
+        async def fail(error: ServiceError) -> None:
+            response = render(self.metrics, error, request_id)
+            await response(scope, receive, send_with_id)
+
         try:
-            declared = int(headers.get(b"content-length", b"0"))
-        except ValueError:
-            declared = 0
-        # Only classification work holds a drain open; probes and scrapes do not.
-        counted = scope["path"].startswith("/classify")
-        if counted:
-            self.activity(+1)
-        try:
-            if declared > limit:
-                raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit}")
-            await self.app(scope, self._limited(receive, limit), send_with_id)
+            await self.app(scope, body.receive, send_with_id)
         except ServiceError as exc:  # raised here, or from receive outside a route
             if response_started:
                 raise
-            self.metrics.errors.labels(exc.code).inc()
-            await exc.response(request_id)(scope, receive, send_with_id)
+            await fail(exc)
+        except asyncio.CancelledError:
+            # A forced stop (second Ctrl-C) cancels what is left: answer it, no traceback.
+            if response_started or not self.drain.aborted.is_set():
+                raise
+            await fail(ShuttingDown("the service was stopped before this request finished"))
         except Exception:
             log.exception("unhandled error (request id %s)", request_id)
             if response_started:
                 raise
-            self.metrics.errors.labels(InternalError.code).inc()
-            error = InternalError("internal error; quote the request id when reporting it")
-            await error.response(request_id)(scope, receive, send_with_id)
+            await fail(InternalError("internal error; quote the request id when reporting it"))
         finally:
-            if counted:
-                self.activity(-1)
-            route = scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            self.metrics.requests.labels(path, scope["method"], str(status)).inc()
-            self.metrics.request_seconds.labels(path).observe(time.perf_counter() - started)
-
-    def _limited(self, receive: Receive, limit: int) -> Receive:
-        received = 0
-        body_done = False
-        deadline = time.monotonic() + self.body_timeout_s
-
-        async def receive_limited() -> Message:
-            nonlocal received, body_done
-            if body_done:  # waiting for a disconnect: no deadline applies
-                return await receive()
-            try:
-                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                    message = await receive()
-            except TimeoutError:
-                raise BodyTimeout(
-                    f"request body not received within {self.body_timeout_s:g} s"
-                ) from None
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-                body_done = not message.get("more_body", False)
-            return message
-
-        return receive_limited
+            self.uploading_bytes -= body.reserved
+            route = getattr(scope.get("route"), "path", "unmatched")
+            method = scope["method"] if scope["method"] in _METHODS else "other"
+            self.metrics.requests.labels(route, method, str(status)).inc()
+            self.metrics.request_seconds.labels(route).observe(time.perf_counter() - started)

@@ -17,6 +17,6 @@ def softmax(logits: NDArray[np.float32]) -> NDArray[np.float64]:
 def top_k(probabilities: NDArray[np.float64], k: int) -> list[tuple[int, float]]:
     """The k most probable classes, highest first; ties go to the lower class index."""
     k = min(k, probabilities.shape[-1])
-    candidates = np.argpartition(-probabilities, k - 1)[:k]
-    ordered = sorted(candidates.tolist(), key=lambda i: (-probabilities[i], i))
+    # A stable sort keeps equal probabilities in index order (argpartition does not).
+    ordered = np.argsort(-probabilities, kind="stable")[:k]
     return [(int(i), float(probabilities[i])) for i in ordered]

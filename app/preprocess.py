@@ -9,15 +9,13 @@ Pure functions: no FastAPI, no threads; callers run them off the event loop.
 from __future__ import annotations
 
 import io
-import math
-from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from app.errors import ImageTooLarge, InvalidImage
+from app.model_spec import Recipe
 
 # Formats a photo upload can reasonably be; everything else Pillow can open (EPS, PSD,
 # ICO, ...) is refused so that odd decoders are never reachable from the network.
@@ -35,34 +33,6 @@ _RESAMPLE = {
 }
 
 
-@dataclass(frozen=True)
-class Recipe:
-    resize_size: int
-    crop_size: int
-    interpolation: str
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    def __post_init__(self) -> None:
-        if self.interpolation not in _RESAMPLE:
-            raise ValueError(f"interpolation must be one of {sorted(_RESAMPLE)}")
-        if self.resize_size <= 0 or self.crop_size <= 0 or min(self.std) <= 0:
-            raise ValueError("resize_size, crop_size and std must be positive")
-
-    @cached_property
-    def lookup(self) -> NDArray[np.float32]:
-        """[3, 256]: the normalized float32 value of every 8-bit level in each channel.
-
-        Computed with torchvision's operations in its order (x / 255, - mean, / std), so a
-        table lookup gives bit-identical values three times faster than the arithmetic.
-        """
-        levels = np.arange(256, dtype=np.float32)[None, :] / np.float32(255)
-        mean = np.asarray(self.mean, dtype=np.float32)[:, None]
-        std = np.asarray(self.std, dtype=np.float32)[:, None]
-        table: NDArray[np.float32] = (levels - mean) / std
-        return table
-
-
 def decode(data: bytes, max_pixels: int, draft_short_side: int | None = None) -> Image.Image:
     """Decode an upload into an upright RGB image, refusing oversized ones before allocation.
 
@@ -71,6 +41,9 @@ def decode(data: bytes, max_pixels: int, draft_short_side: int | None = None) ->
     scale that keeps the shorter side at least that long.
     """
     Image.init()  # registers the WebP and TIFF plugins once; cheap afterwards
+    # `max_pixels` is the one limit: Pillow's own (89 M pixels warns, 179 M fails) would
+    # otherwise cap the setting silently and log a warning per large image.
+    Image.MAX_IMAGE_PIXELS = None
     try:
         image: Image.Image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -83,9 +56,9 @@ def decode(data: bytes, max_pixels: int, draft_short_side: int | None = None) ->
     if width * height > max_pixels:
         raise ImageTooLarge(f"image is {width}x{height}; the limit is {max_pixels} pixels")
     if draft_short_side and image.format in ("JPEG", "MPO"):
-        scale = draft_short_side / min(width, height)
-        if scale < 1:
-            image.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
+        reduce = draft_reduction(width, height, draft_short_side)
+        if reduce > 1:
+            image.draft("RGB", (width // reduce, height // reduce))
     try:
         image.load()
         image = ImageOps.exif_transpose(image)
@@ -94,18 +67,36 @@ def decode(data: bytes, max_pixels: int, draft_short_side: int | None = None) ->
         raise InvalidImage("image data is truncated or corrupt") from exc
 
 
+def draft_reduction(width: int, height: int, min_short_side: int) -> int:
+    """The largest DCT scale-down (1, 2, 4 or 8) that keeps the shorter side at least
+    `min_short_side`: a JPEG is reduced from a shorter side of 2 x `min_short_side` on."""
+    return next((r for r in (8, 4, 2) if min(width, height) >= r * min_short_side), 1)
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """RGB as ``Image.convert('RGB')`` gives it, except that 16-bit images are scaled
     to 8 bits (Pillow's own conversion clips them to white)."""
     if image.mode == "RGB":
         return image
     if image.mode in _SIXTEEN_BIT_MODES:
-        wide = np.asarray(image).astype(np.int64)
-        eight = np.clip(wide >> 8, 0, 255).astype(np.uint8)
-        return Image.fromarray(eight).convert("RGB")
+        return Image.fromarray(high_byte(np.asarray(image))).convert("RGB")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")  # Pillow warns on a direct P -> RGB here
     return image.convert("RGB")
+
+
+def high_byte(wide: NDArray[np.integer]) -> NDArray[np.uint8]:
+    """The top 8 of 16 bits of each pixel (values outside 0..65535 clipped), computed in
+    bands of about a million pixels: no full-size wide temporary (these once cost 24 bytes
+    a pixel), so a 16-bit image costs about what the same image at 8 bits does."""
+    eight = np.empty(wide.shape, dtype=np.uint8)
+    band = max(1, (1 << 20) // max(1, wide.shape[-1]))
+    for top in range(0, wide.shape[0], band):
+        rows = wide[top : top + band]
+        if rows.dtype.kind == "i" or rows.dtype.itemsize > 2:
+            rows = np.clip(rows, 0, 65535)
+        eight[top : top + band] = rows >> 8
+    return eight
 
 
 def resized_size(width: int, height: int, resize_size: int) -> tuple[int, int]:

@@ -20,6 +20,7 @@ class Timings(BaseModel):
 
 class Classification(BaseModel):
     model: str = Field(examples=["densenet121"])
+    version: int = Field(examples=[1])
     predictions: list[Prediction]
     timings: Timings
     warnings: list[str] = Field(
@@ -47,6 +48,7 @@ class BatchItem(BaseModel):
 
 class BatchClassification(BaseModel):
     model: str
+    version: int
     results: list[BatchItem]
 
 
@@ -58,9 +60,14 @@ class BatchingInfo(BaseModel):
 
 class ModelInfo(BaseModel):
     name: str
+    version: int
+    latest: bool = Field(description="The version requests without a version get.")
+    default: bool = Field(description="What requests without a model name get.")
+    ready: bool = Field(description="Loaded and warmed up.")
     arch: str | None
     weights: str = Field(description="imagenet, random, checkpoint or unknown.")
     weights_source: str | None
+    precision: str = Field(description="Numeric precision the model runs in, e.g. fp32.")
     input_shape: list[int | str]
     num_classes: int
     preprocessing: dict[str, object]
@@ -71,3 +78,8 @@ class ModelInfo(BaseModel):
 
 class Health(BaseModel):
     status: str = Field(examples=["ok"])
+
+
+class ModelList(BaseModel):
+    default_model: str
+    models: list[ModelInfo] = Field(description="One entry per served model version.")

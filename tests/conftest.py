@@ -19,7 +19,8 @@ from torchvision.models import DenseNet
 
 from app.config import Settings
 from app.engine import Engine
-from app.main import create_app, load_engine
+from app.main import create_app
+from app.repository import default_engine_loader
 from model_export import cli
 from model_export.models import TINY_ARCH, TINY_CONFIG
 
@@ -88,24 +89,38 @@ def settings_for(model: Path, **overrides: object) -> Settings:
     return Settings(**values)  # type: ignore[arg-type]
 
 
+def load_engine(settings: Settings) -> Engine:
+    """A real ONNX Runtime engine for settings.model_path."""
+    return default_engine_loader(settings)(settings.model_path)
+
+
 @asynccontextmanager
 async def serve(
     settings: Settings,
     engine_factory: Callable[[], Engine] | None = None,
+    engine_loader: Callable[[Path], Engine] | None = None,
     wait_ready: bool = True,
 ) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     """The real app with its lifespan running, reached through httpx."""
-    app = create_app(settings, engine_factory or (lambda: load_engine(settings)))
+    loader = engine_loader
+    if engine_factory is not None:
+        loader = lambda _path: engine_factory()  # noqa: E731
+    app = create_app(settings, engine_loader=loader)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             if wait_ready:
-                for _ in range(500):
-                    if app.state.service.ready:
-                        break
-                    await asyncio.sleep(0.01)
-                assert app.state.service.ready
+                await wait_until(lambda: app.state.service.ready, timeout_s=60)
             yield app, client
+
+
+async def wait_until(condition: Callable[[], object], timeout_s: float = 30) -> None:
+    """Poll `condition` until it is true; fail (not hang) after `timeout_s`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not condition():
+        assert loop.time() < deadline, f"condition not met within {timeout_s} s"
+        await asyncio.sleep(0.01)
 
 
 @pytest.fixture

@@ -179,9 +179,20 @@ def _classified() -> list[Case]:
         Case("filename_traversal", 200, None, parts=(_file(png, "../../etc/passwd", "x/y"),)),
         Case("filename_unicode", 200, None, parts=(_file(png, "猫 ☃.png", "image/png"),)),
         Case(
-            "request_picks_model_and_provider",  # ignored: nothing in a request selects them
+            "request_picks_file_and_provider",  # ignored: nothing in a request selects them
             200,
             None,
+            parts=(_file(png),),
+            params={
+                "model_path": "../x.onnx",
+                "provider": "CUDAExecutionProvider",
+                "providers": "TensorrtExecutionProvider",
+            },
+        ),
+        Case(
+            "model_name_is_a_path",  # names match only the models loaded at start-up
+            404,
+            "model_not_found",
             parts=(_file(png),),
             params={
                 "model": "/etc/passwd",
@@ -224,6 +235,20 @@ def _too_large() -> list[Case]:
     over = b"\xff\xd8" + b"\x00" * UPLOAD_LIMIT
     return [
         Case("png_bomb", 413, "image_too_large", parts=(_file(png_bomb()),)),
+        # Between the service's limit (40 M) and Pillow's own (89 M warns, 179 M refuses):
+        # only the service's check can refuse these.
+        Case(
+            "png_header_over_service_limit_under_pillow_warning",
+            413,
+            "image_too_large",
+            parts=(_file(png_with_size(8_000, 6_000)),),
+        ),
+        Case(
+            "png_header_over_pillow_warning_under_pillow_error",
+            413,
+            "image_too_large",
+            parts=(_file(png_with_size(12_000, 10_000)),),
+        ),
         Case(
             "png_huge_header", 413, "image_too_large", parts=(_file(png_with_size(10**5, 10**5)),)
         ),

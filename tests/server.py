@@ -6,14 +6,45 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+class Server(subprocess.Popen[str]):
+    """A `python -m app` process whose combined output is collected as it comes."""
+
+    def __init__(self, args: list[str], env: dict[str, str], **kwargs: object) -> None:
+        super().__init__(
+            args,
+            cwd=ROOT,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            **kwargs,  # type: ignore[arg-type]
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.stdout is not None
+        with self.stdout:
+            for line in self.stdout:
+                self.lines.append(line)
+
+    def output(self, timeout_s: float = 30) -> str:
+        """Everything printed so far; after exit, everything printed."""
+        if self.poll() is not None:
+            self._reader.join(timeout=timeout_s)
+        return "".join(self.lines)
 
 
 def free_port() -> int:
@@ -23,34 +54,48 @@ def free_port() -> int:
         return port
 
 
-def start(model: Path, **settings: object) -> tuple[subprocess.Popen[str], str]:
+def start(
+    model: Path | None, preexec_fn: Callable[[], None] | None = None, **settings: object
+) -> tuple[Server, str]:
+    """`python -m app` serving `model` (None: the settings name a model repository)."""
     port = free_port()
     env = {
         **os.environ,
-        "DENSENET_MODEL_PATH": str(model),
         "DENSENET_PORT": str(port),
         "DENSENET_HOST": "127.0.0.1",
         "DENSENET_INTRA_OP_THREADS": "1",
         "DENSENET_PREPROCESS_THREADS": "1",
         "PYTHONUNBUFFERED": "1",
     }
+    env.pop("DENSENET_MODEL_PATH", None)
+    if model is not None:
+        env["DENSENET_MODEL_PATH"] = str(model)
     env.update({f"DENSENET_{k.upper()}": str(v) for k, v in settings.items()})
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app"],
-        cwd=ROOT,
-        env=env,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    process = Server([sys.executable, "-m", "app"], env, preexec_fn=preexec_fn)
     return process, f"http://127.0.0.1:{port}"
 
 
-def wait_ready(process: subprocess.Popen[str], url: str, timeout: float = 60) -> None:
+def wait_until(condition: Callable[[], object], timeout_s: float = 30, what: str = "") -> None:
+    """Poll `condition` until true; fail (not hang) after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout_s} s: {what or condition}"
+        time.sleep(0.02)
+
+
+def metric(url: str, series: str) -> float | None:
+    """The value of one exposition line (name with labels, as printed), or None."""
+    for line in httpx.get(f"{url}/metrics", timeout=5).text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def wait_ready(process: Server, url: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"server exited {process.returncode}: {process.stdout.read()}")  # type: ignore[union-attr]
+            raise AssertionError(f"server exited {process.returncode}: {process.output()}")
         try:
             if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
                 return
@@ -61,8 +106,10 @@ def wait_ready(process: subprocess.Popen[str], url: str, timeout: float = 60) ->
 
 
 @contextmanager
-def running(model: Path, **settings: object) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    process, url = start(model, **settings)
+def running(
+    model: Path | None, preexec_fn: Callable[[], None] | None = None, **settings: object
+) -> Iterator[tuple[Server, str]]:
+    process, url = start(model, preexec_fn, **settings)
     try:
         wait_ready(process, url)
         yield process, url
@@ -70,5 +117,4 @@ def running(model: Path, **settings: object) -> Iterator[tuple[subprocess.Popen[
         if process.poll() is None:
             process.kill()
         process.wait(timeout=30)
-        if process.stdout:
-            process.stdout.close()
+        process.output()

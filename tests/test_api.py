@@ -9,11 +9,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
-from app.engine import Engine
-from app.main import RANDOM_WEIGHTS_WARNING, create_app, load_engine
+from app.batching import DynamicBatcher
+from app.main import create_app
+from app.pipeline import RANDOM_WEIGHTS_WARNING
 from tests import images
-from tests.conftest import serve, settings_for
+from tests.conftest import load_engine, serve, settings_for, wait_until
 from tests.engines import ControlledEngine
 
 JPEG = images.jpeg()
@@ -218,9 +220,12 @@ async def test_metrics_content(client: httpx.AsyncClient) -> None:
         'classifier_http_requests_total{method="POST",route="/classify",status="200"} 1.0',
         'classifier_http_requests_total{method="POST",route="/classify",status="400"} 1.0',
         'classifier_errors_total{code="invalid_image"} 1.0',
-        "classifier_images_classified_total 1.0",
-        "classifier_batch_size_count 1.0",
-        "classifier_queue_depth 0.0",
+        'classifier_images_classified_total{model="densenet-tiny",version="1"} 1.0',
+        'classifier_batch_size_count{model="densenet-tiny",version="1"} 1.0',
+        'classifier_queue_depth{model="densenet-tiny",version="1"} 0.0',
+        'classifier_admitted_images{model="densenet-tiny",version="1"} 0.0',
+        'classifier_queue_limit{model="densenet-tiny",version="1"} 64.0',
+        'classifier_model_ready{model="densenet-tiny",version="1"} 1.0',
         "classifier_ready 1.0",
     ):
         assert line in text, line
@@ -248,8 +253,8 @@ async def test_concurrent_requests_share_batches(tiny_model: Path) -> None:
         served = [size for size in engine.batch_sizes if size > 1]
         assert sum(served) >= 8, engine.batch_sizes
         text = (await client.get("/metrics")).text
-        assert "classifier_batch_size_sum 16.0" in text
-        count = float(re.search(r"classifier_batch_size_count (\S+)", text)[1])  # type: ignore[index]
+        assert 'classifier_batch_size_sum{model="densenet-tiny",version="1"} 16.0' in text
+        count = float(re.search(r"classifier_batch_size_count\{[^}]*\} (\S+)", text)[1])  # type: ignore[index]
         assert count < 16
 
 
@@ -271,7 +276,7 @@ async def test_not_ready_until_warm(tiny_model: Path) -> None:
     settings = settings_for(tiny_model)
     engine = ControlledEngine(load_engine(settings))
     engine.gate.clear()  # warm-up blocks
-    async with serve(settings, lambda: engine, wait_ready=False) as (_app, client):
+    async with serve(settings, lambda: engine, wait_ready=False) as (app, client):
         assert (await client.get("/health/live")).status_code == 200
         ready = await client.get("/health/ready")
         assert_error(ready, 503, "not_ready")
@@ -279,20 +284,13 @@ async def test_not_ready_until_warm(tiny_model: Path) -> None:
         assert_error(await client.post("/classify", files={"file": JPEG}), 503, "not_ready")
         assert "classifier_ready 0.0" in (await client.get("/metrics")).text
         engine.gate.set()
-        for _ in range(200):
-            if (await client.get("/health/ready")).status_code == 200:
-                break
-            await asyncio.sleep(0.02)
+        await wait_until(lambda: app.state.service.ready)
         assert (await client.get("/health/ready")).status_code == 200
         assert (await client.post("/classify", files={"file": JPEG})).status_code == 200
 
 
-async def wait_for(condition: object, seconds: float = 10.0) -> None:
-    for _ in range(int(seconds / 0.01)):
-        if condition():  # type: ignore[operator]
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition never held")
+def batcher(app: FastAPI) -> DynamicBatcher:
+    return app.state.service.repository.find().batcher  # type: ignore[no-any-return]
 
 
 async def test_full_queue_is_503_at_once(tiny_model: Path) -> None:
@@ -306,15 +304,15 @@ async def test_full_queue_is_503_at_once(tiny_model: Path) -> None:
         queued = [
             asyncio.ensure_future(client.post("/classify", files={"file": JPEG})) for _ in range(2)
         ]
-        await wait_for(lambda: app.state.service.batcher.queue_depth == 2)
+        await wait_until(lambda: batcher(app).queue_depth == 2)
         rejected = await client.post("/classify", files={"file": JPEG})
         error = assert_error(rejected, 503, "overloaded")
-        assert "queue is full" in error["message"]
+        assert "queue limit" in error["message"]
         assert rejected.headers["retry-after"] == "1"
         engine.gate.set()
         for response in await asyncio.gather(first, *queued):
             assert response.status_code == 200
-        assert app.state.service.batcher.queue_depth == 0
+        assert batcher(app).queue_depth == 0
 
 
 async def test_timeout_is_504_and_frees_the_queue(tiny_model: Path) -> None:
@@ -327,7 +325,7 @@ async def test_timeout_is_504_and_frees_the_queue(tiny_model: Path) -> None:
         )
         for response in responses:
             assert_error(response, 504, "timeout")
-        assert app.state.service.batcher.queue_depth == 0  # waiting ones were dropped
+        assert batcher(app).queue_depth == 0  # waiting ones were dropped
         engine.gate.set()
         assert (await client.post("/classify", files={"file": JPEG})).status_code == 200
 
@@ -377,28 +375,11 @@ async def test_api_key(tiny_model: Path) -> None:
         assert ok.status_code == 200
 
 
-async def test_cors_is_off_unless_configured(tiny_model: Path) -> None:
-    origin = {"origin": "https://example.test", "access-control-request-method": "POST"}
-    async with serve(settings_for(tiny_model)) as (_, client):
-        response = await client.options("/classify", headers=origin)
-        assert "access-control-allow-origin" not in response.headers
-    async with serve(settings_for(tiny_model, cors_origins=["https://example.test"])) as (
-        _,
-        client,
-    ):
-        response = await client.options("/classify", headers=origin)
-        assert response.headers["access-control-allow-origin"] == "https://example.test"
-
-
-async def test_draining_refuses_new_work(client: httpx.AsyncClient) -> None:
-    app_state = client._transport.app.state.service  # type: ignore[attr-defined]
-    app_state.draining = True
-    assert_error(await client.get("/health/ready"), 503, "shutting_down")
-    assert_error(await client.post("/classify", files={"file": JPEG}), 503, "shutting_down")
-
-
-def test_engine_factory_type() -> None:
-    assert issubclass(ControlledEngine, Engine)
+async def test_draining_refuses_new_work(tiny_model: Path) -> None:
+    async with serve(settings_for(tiny_model)) as (app, client):
+        app.state.service.drain.begin(30)
+        assert_error(await client.get("/health/ready"), 503, "shutting_down")
+        assert_error(await client.post("/classify", files={"file": JPEG}), 503, "shutting_down")
 
 
 async def test_default_top_k_is_capped_for_models_with_few_classes(tmp_path: Path) -> None:
@@ -419,12 +400,12 @@ async def test_failed_warm_up_is_reported_not_hidden(tiny_model: Path) -> None:
     engine = ControlledEngine(load_engine(settings))
     engine.fail_next = 1  # the first warm-up run fails
     fatal: list[bool] = []
-    app = create_app(settings, lambda: engine)
+    app = create_app(settings, lambda _path: engine)
     app.state.service.on_fatal = lambda: fatal.append(True)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            await wait_for(lambda: fatal)
+            await wait_until(lambda: fatal)
             ready = await client.get("/health/ready")
             error = assert_error(ready, 503, "not_ready")
             assert "cannot be served" in error["message"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from app.batching import DynamicBatcher
+from app.batching import DynamicBatcher, InferenceDevice
 from app.errors import InferenceFailed, Overloaded, ShuttingDown
 from app.metrics import Metrics
 
@@ -35,7 +35,8 @@ class Model:
 
 def make(model: Model, **kwargs: float) -> DynamicBatcher:
     options = {"max_batch_size": 4, "max_batch_delay_s": 0.05, "max_queue_size": 16, **kwargs}
-    batcher = DynamicBatcher(model, Metrics(), **options)  # type: ignore[arg-type]
+    metrics = Metrics().for_model("m", 1)
+    batcher = DynamicBatcher(model, InferenceDevice(), metrics, **options)  # type: ignore[arg-type]
     batcher.start()
     return batcher
 

@@ -9,7 +9,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from app.engine import Engine, ModelLoadError, resolve_providers
+from app.engine import Engine, resolve_providers
+from app.errors import ModelLoadError
 
 
 def load(path: Path, providers: list[str] | None = None) -> Engine:

@@ -53,6 +53,9 @@ ENDPOINTS = [
     "GET /health/ready",
     "GET /metrics",
     "GET /model",
+    "GET /models",
+    "GET /models/{name}",
+    "GET /models/{name}/versions/{version}",
 ]
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +14,8 @@ from PIL import Image, ImageOps
 from torchvision.models import DenseNet121_Weights
 
 from app.errors import ImageTooLarge, InvalidImage
-from app.preprocess import Recipe, center_crop, decode, preprocess
+from app.model_spec import Recipe
+from app.preprocess import center_crop, decode, preprocess
 from tests import images
 
 IMAGENET = Recipe(256, 224, "bilinear", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -129,3 +133,50 @@ def test_jpeg_draft_is_close_to_exact_and_smaller_decode() -> None:
 def test_invalid_recipe_is_refused() -> None:
     with pytest.raises(ValueError, match="interpolation"):
         Recipe(256, 224, "lanczos9", (0, 0, 0), (1, 1, 1))
+
+
+# VmHWM, not ru_maxrss: the latter carries the (large) test process's peak over exec.
+PEAK_RSS_SCRIPT = """
+import re, sys
+from app.preprocess import decode
+def peak():
+    status = open("/proc/self/status").read()
+    return int(re.search(r"^VmHWM:\\s+(\\d+) kB", status, re.MULTILINE)[1])
+data = open(sys.argv[1], "rb").read()
+before = peak()
+image = decode(data, 10**9)
+print(peak() - before, image.mode, image.size)
+"""
+
+
+def peak_decode_kib(path: Path) -> int:
+    """Peak memory a fresh process adds while decoding `path` (KiB)."""
+    result = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS_SCRIPT, str(path)],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return int(result.stdout.split()[0])
+
+
+def test_sixteen_bit_costs_about_what_eight_bit_does(tmp_path: Path) -> None:
+    """16-bit decoding once made three int64 copies (24 bytes a pixel)."""
+    height, width = 3000, 4000
+    ramp = (np.arange(width, dtype=np.uint32)[None, :] * 16 + np.arange(height)[:, None]) % 65536
+    wide = ramp.astype(np.uint16)
+    Image.fromarray(wide).save(tmp_path / "16.png", compress_level=1)
+    Image.fromarray((wide >> 8).astype(np.uint8)).save(tmp_path / "8.png", compress_level=1)
+    sixteen, eight = peak_decode_kib(tmp_path / "16.png"), peak_decode_kib(tmp_path / "8.png")
+    print(f"peak added by decoding: 16-bit {sixteen} KiB, 8-bit {eight} KiB")
+    assert sixteen <= 1.5 * eight
+
+
+@pytest.mark.parametrize(("short_side", "reduced"), [(1023, False), (1024, True)])
+def test_jpeg_draft_starts_at_twice_the_minimum_short_side(short_side: int, reduced: bool) -> None:
+    data = images.jpeg(short_side * 4 // 3, short_side)
+    decoded = decode(data, 10**8, draft_short_side=512)
+    assert (decoded.height < short_side) is reduced
+    assert decoded.height >= 512

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -14,7 +12,10 @@ import httpx
 import pytest
 
 from tests import images
-from tests.server import ROOT, running, start
+from tests.server import metric, running, start, wait_until
+
+QUEUE_DEPTH = 'classifier_queue_depth{model="densenet-tiny",version="1"}'
+IN_UPLOAD = "classifier_upload_bytes"
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +23,8 @@ pytestmark = pytest.mark.slow
 def startup_failure(model: Path, **settings: object) -> str:
     process, _ = start(model, **settings)
     try:
-        output, _ = process.communicate(timeout=60)
+        process.wait(timeout=60)
+        output = process.output()
     finally:
         process.kill()
         process.wait()
@@ -87,15 +89,10 @@ def test_sigterm_drains_accepted_requests_then_exits_zero(tiny_model: Path) -> N
             + photo[:1000]
         )
         with httpx.Client(base_url=url, timeout=5) as client:
-            for _ in range(200):
-                metrics = client.get("/metrics").text
-                if "classifier_queue_depth 6.0" in metrics:
-                    break
-                time.sleep(0.02)
-            assert "classifier_queue_depth 6.0" in metrics
+            wait_until(lambda: metric(url, QUEUE_DEPTH) == 6.0, what="6 queued")
             started = time.monotonic()
             process.send_signal(signal.SIGTERM)
-            time.sleep(0.3)
+            wait_until(lambda: "draining" in process.output(), what="drain logged")
             ready = client.get("/health/ready")
             assert ready.status_code == 503
             assert ready.json()["error"]["code"] == "shutting_down"
@@ -118,22 +115,9 @@ def test_sigterm_drains_accepted_requests_then_exits_zero(tiny_model: Path) -> N
         assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
         assert b'"predictions"' in reply
         assert process.wait(timeout=30) == 0
-        output = process.stdout.read()  # type: ignore[union-attr]
+        output = process.output()
         assert "draining" in output
         assert "drained" in output
-
-
-def test_module_entrypoint_has_help_free_start(tiny_model: Path) -> None:
-    """`python -m app` takes no arguments: everything is DENSENET_* settings."""
-    result = subprocess.run(
-        [sys.executable, "-c", "import app.__main__"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0
 
 
 def batch_of_one_model(path: Path) -> Path:
@@ -154,8 +138,11 @@ def batch_of_one_model(path: Path) -> Path:
     return path
 
 
-def test_model_that_fails_warm_up_stops_the_process(tmp_path: Path) -> None:
-    output = startup_failure(batch_of_one_model(tmp_path / "b1.onnx"), max_batch_size=8)
+@pytest.mark.parametrize("warmup_runs", [2, 0])
+def test_model_that_fails_warm_up_stops_the_process(tmp_path: Path, warmup_runs: int) -> None:
+    """Even with DENSENET_WARMUP_RUNS=0 one inference runs before ready."""
+    model = batch_of_one_model(tmp_path / "b1.onnx")
+    output = startup_failure(model, max_batch_size=8, warmup_runs=warmup_runs)
     assert "warm-up failed" in output
 
 
@@ -167,8 +154,9 @@ def test_client_aborting_an_upload_is_not_a_server_error(tiny_model: Path) -> No
                 b"POST /classify HTTP/1.1\r\nHost: test\r\nContent-Type: image/jpeg\r\n"
                 b"Content-Length: 100000\r\n\r\n" + b"\xff" * 1000
             )
-            time.sleep(0.3)
-        time.sleep(0.5)
+            wait_until(lambda: metric(url, IN_UPLOAD) == 100_000, what="upload under way")
+        disconnected = 'classifier_errors_total{code="client_disconnected"}'
+        wait_until(lambda: metric(url, disconnected) == 1.0, what="disconnect counted")
         metrics = httpx.get(f"{url}/metrics", timeout=5).text
         assert 'classifier_errors_total{code="client_disconnected"} 1.0' in metrics
         assert "internal_error" not in metrics

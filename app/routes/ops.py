@@ -1,19 +1,23 @@
-"""Operator endpoints: liveness, readiness, metrics, model info."""
+"""Operator endpoints: liveness, readiness, metrics, and what models are served."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Path, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.errors import NotReady
+from app.pipeline import Pipeline
 from app.routes.auth import require_ops_key
-from app.schemas import BatchingInfo, ErrorResponse, Health, ModelInfo
-from app.state import AppState, get_state
+from app.schemas import BatchingInfo, ErrorResponse, Health, ModelInfo, ModelList
+from app.state import Service, get_service
 
 router = APIRouter(tags=["operations"])
-State = Annotated[AppState, Depends(get_state)]
+ServiceDep = Annotated[Service, Depends(get_service)]
+_MODEL_ERRORS: dict[int | str, dict[str, object]] = {
+    404: {"model": ErrorResponse, "description": "no such model or version"},
+    503: {"model": ErrorResponse, "description": "the models are still loading"},
+}
 
 
 @router.get("/health/live", response_model=Health, summary="The process is up")
@@ -24,11 +28,13 @@ async def live() -> Health:
 @router.get(
     "/health/ready",
     response_model=Health,
-    summary="The model is loaded and warm, and the service is not draining",
+    summary="Every model is loaded and warm, and the service is not draining",
     responses={503: {"model": ErrorResponse, "description": "loading or shutting down"}},
 )
-async def ready(state: State) -> Health:
-    state.require_ready()
+async def ready(service: ServiceDep) -> Health:
+    service.drain.check_admit()
+    for pipeline in service.models():
+        pipeline.check_ready()
     return Health(status="ready")
 
 
@@ -38,8 +44,83 @@ async def ready(state: State) -> Health:
     dependencies=[Depends(require_ops_key)],
     response_class=Response,
 )
-async def metrics(state: State) -> Response:
-    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+async def metrics(service: ServiceDep) -> Response:
+    return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _info(service: Service, pipeline: Pipeline) -> ModelInfo:
+    spec, settings, repository = pipeline.spec, service.settings, service.models()
+    recipe = spec.recipe
+    return ModelInfo(
+        name=pipeline.name,
+        version=pipeline.version,
+        latest=repository.versions(pipeline.name)[-1] == pipeline.version,
+        default=repository.find() is pipeline,
+        ready=pipeline.ready,
+        arch=spec.arch,
+        weights=spec.weights,
+        weights_source=spec.weights_source,
+        precision=spec.precision,
+        input_shape=["N", 3, recipe.crop_size, recipe.crop_size],
+        num_classes=spec.num_classes,
+        preprocessing={
+            "resize_size": recipe.resize_size,
+            "crop_size": recipe.crop_size,
+            "interpolation": recipe.interpolation,
+            "mean": list(recipe.mean),
+            "std": list(recipe.std),
+            "jpeg_draft": settings.jpeg_draft,
+        },
+        providers=pipeline.engine.providers,
+        batching=BatchingInfo(
+            max_batch_size=pipeline.max_batch_size,
+            max_batch_delay_ms=settings.max_batch_delay_ms,
+            max_queue_size=settings.max_queue_size,
+        ),
+        warnings=pipeline.warnings,
+    )
+
+
+@router.get(
+    "/models",
+    response_model=ModelList,
+    summary="Every served model version",
+    dependencies=[Depends(require_ops_key)],
+    responses=_MODEL_ERRORS,
+)
+async def models(service: ServiceDep) -> ModelList:
+    repository = service.models()
+    return ModelList(
+        default_model=repository.default_name,
+        models=[_info(service, pipeline) for pipeline in repository],
+    )
+
+
+ModelName = Annotated[str, Path(max_length=64)]
+
+
+@router.get(
+    "/models/{name}",
+    response_model=ModelInfo,
+    summary="One model (its latest version)",
+    dependencies=[Depends(require_ops_key)],
+    responses=_MODEL_ERRORS,
+)
+async def model_by_name(service: ServiceDep, name: ModelName) -> ModelInfo:
+    return _info(service, service.models().find(name))
+
+
+@router.get(
+    "/models/{name}/versions/{version}",
+    response_model=ModelInfo,
+    summary="One model version",
+    dependencies=[Depends(require_ops_key)],
+    responses=_MODEL_ERRORS,
+)
+async def model_version(
+    service: ServiceDep, name: ModelName, version: Annotated[int, Path(ge=1)]
+) -> ModelInfo:
+    return _info(service, service.models().find(name, version))
 
 
 @router.get(
@@ -51,34 +132,9 @@ async def metrics(state: State) -> Response:
 @router.get(
     "/model",
     response_model=ModelInfo,
-    summary="The model being served",
+    summary="The default model (its latest version)",
     dependencies=[Depends(require_ops_key)],
+    responses={503: {"model": ErrorResponse, "description": "still loading"}},
 )
-async def model(state: State) -> ModelInfo:
-    if state.engine is None:
-        raise NotReady("the model is still loading")
-    spec, settings = state.engine.spec, state.settings
-    recipe = spec.recipe
-    return ModelInfo(
-        name=spec.name,
-        arch=spec.arch,
-        weights=spec.weights,
-        weights_source=spec.weights_source,
-        input_shape=["N", 3, recipe.crop_size, recipe.crop_size],
-        num_classes=spec.num_classes,
-        preprocessing={
-            "resize_size": recipe.resize_size,
-            "crop_size": recipe.crop_size,
-            "interpolation": recipe.interpolation,
-            "mean": list(recipe.mean),
-            "std": list(recipe.std),
-            "jpeg_draft": settings.jpeg_draft,
-        },
-        providers=state.engine.providers,
-        batching=BatchingInfo(
-            max_batch_size=state.batcher.max_batch_size if state.batcher else 0,
-            max_batch_delay_ms=settings.max_batch_delay_ms,
-            max_queue_size=settings.max_queue_size,
-        ),
-        warnings=state.warnings,
-    )
+async def default_model(service: ServiceDep) -> ModelInfo:
+    return _info(service, service.models().find())

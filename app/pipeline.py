@@ -1,0 +1,196 @@
+"""One served model version: its engine, recipe, batcher, admission, warm-up and labels.
+
+`classify(image bytes)` runs the whole path for one image: admission against the queue
+limit -> preprocessing on the shared thread pool -> the model's batcher -> top-k. Knows
+nothing of HTTP; the web layer picks a pipeline and renders what it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
+
+from app.batching import DynamicBatcher, InferenceDevice
+from app.config import Settings
+from app.engine import Engine
+from app.errors import InvalidImage, InvalidParameter, NotReady, Overloaded, ServiceError
+from app.metrics import Metrics
+from app.postprocess import softmax, top_k
+from app.preprocess import preprocess
+
+log = logging.getLogger(__name__)
+
+RANDOM_WEIGHTS_WARNING = (
+    "the model has random, untrained weights: its predictions are meaningless "
+    "(export it with --weights imagenet)"
+)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    class_index: int
+    label: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class Classified:
+    """One image's answer, with where its time went."""
+
+    predictions: list[Prediction]
+    queue_s: float
+    preprocess_s: float
+    inference_s: float
+
+
+class Pipeline:
+    """Everything about one served model version; one per (name, version)."""
+
+    def __init__(
+        self,
+        name: str,
+        version: int,
+        engine: Engine,
+        settings: Settings,
+        device: InferenceDevice,
+        preprocess_pool: ThreadPoolExecutor,
+        metrics: Metrics,
+    ) -> None:
+        self.name, self.version, self.engine, self.spec = name, version, engine, engine.spec
+        self.settings = settings
+        self._pool = preprocess_pool
+        self._metrics = metrics.for_model(name, version)
+        self.warnings = [RANDOM_WEIGHTS_WARNING] if self.spec.weights == "random" else []
+        self.warnings.extend(self.spec.metadata_warnings)
+        self.max_batch_size = 1 if self.spec.fixed_batch == 1 else settings.max_batch_size
+        self.batcher = DynamicBatcher(
+            engine.run,
+            device,
+            self._metrics,
+            max_batch_size=self.max_batch_size,
+            max_batch_delay_s=settings.max_batch_delay_ms / 1e3,
+            max_queue_size=settings.max_queue_size,
+        )
+        self._preprocessing = 0  # images handed to the pool and not decoded yet
+        self.warmed_up = False
+        self.warmup_failed = False
+        self._metrics.queue_limit.set(settings.max_queue_size)
+        self._metrics.admitted_images.set_function(lambda: self.admitted)
+        metrics.model_info.labels(
+            name,
+            str(version),
+            self.spec.arch or "",
+            self.spec.weights,
+            self.spec.precision,
+            ",".join(engine.providers),
+        ).set(1)
+
+    @property
+    def admitted(self) -> int:
+        """Images being decoded or waiting for inference: what max_queue_size limits."""
+        return self._preprocessing + self.batcher.queue_depth
+
+    @property
+    def ready(self) -> bool:
+        return self.warmed_up
+
+    def check_ready(self) -> None:
+        if self.warmup_failed:
+            raise NotReady(
+                f"model {self.name} version {self.version} failed its warm-up run and "
+                "cannot be served; see the server log"
+            )
+        if not self.warmed_up:
+            raise NotReady(f"model {self.name} is still loading; retry shortly")
+
+    def top_k(self, requested: int | None) -> int:
+        """The client's top_k, checked; or the default, capped at what this model has."""
+        limit = min(self.settings.max_top_k, self.spec.num_classes)
+        if requested is None:
+            return min(self.settings.default_top_k, limit)
+        if requested > limit:
+            raise InvalidParameter(f"top_k must be between 1 and {limit}")
+        return requested
+
+    def start(self) -> None:
+        self.batcher.start()
+
+    async def warm_up(self, device: InferenceDevice, preprocess_threads: int) -> None:
+        """Warm every preprocessing thread (decoders load lazily) and the model."""
+        sample = _sample_jpeg()
+        loop = asyncio.get_running_loop()
+        recipe = self.spec.recipe
+        await asyncio.gather(
+            *(
+                loop.run_in_executor(self._pool, preprocess, sample, recipe, 10**6)
+                for _ in range(preprocess_threads)
+            )
+        )
+        runs, size = self.settings.warmup_runs, self.max_batch_size
+        await device.call(self.engine.warm_up, runs, size)
+        self.warmed_up = True
+        self._metrics.ready.set(1)
+
+    async def classify(self, data: bytes, k: int, request_id: str | None = None) -> Classified:
+        """Top-k of one encoded image; raises a ServiceError the client should see."""
+        if not data:
+            raise InvalidImage("the file is empty")
+        # Images waiting for a preprocessing thread count against the queue limit too: else,
+        # when decoding is the bottleneck, they pile up (holding their uploads) without a 503.
+        if self.admitted >= self.settings.max_queue_size:
+            raise Overloaded(
+                f"model {self.name} has {self.settings.max_queue_size} images waiting "
+                "(its queue limit); retry shortly"
+            )
+        started = time.perf_counter()
+        tensor = await self._preprocess(data)
+        preprocess_s = time.perf_counter() - started
+        self._metrics.preprocess_seconds.observe(preprocess_s)
+        result = await self.batcher.submit(tensor, request_id)
+        labels = self.spec.labels
+        ranked = top_k(softmax(result.output), k)
+        self._metrics.images.inc()
+        return Classified(
+            predictions=[Prediction(i, labels[i], p) for i, p in ranked],
+            queue_s=result.queue_wait_s,
+            preprocess_s=preprocess_s,
+            inference_s=result.inference_s,
+        )
+
+    async def _preprocess(self, data: bytes) -> NDArray[np.float32]:
+        settings = self.settings
+        work = self._pool.submit(
+            preprocess, data, self.spec.recipe, settings.max_image_pixels, settings.jpeg_draft
+        )
+        # Counted on the thread's work item, not the awaiting task: a cancelled request's
+        # decode still occupies a thread (and its upload) until it finishes.
+        self._preprocessing += 1
+        loop = asyncio.get_running_loop()
+        work.add_done_callback(lambda _: loop.call_soon_threadsafe(self._decoded))
+        return await asyncio.wrap_future(work)
+
+    def _decoded(self) -> None:
+        self._preprocessing -= 1
+
+    def stop_waiting(self) -> None:
+        self.batcher.stop_waiting()
+
+    async def close(self) -> None:
+        await self.batcher.close()
+
+    def abort(self, error: ServiceError) -> None:
+        self.batcher.abort(error)
+
+
+def _sample_jpeg() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (640, 480), (120, 140, 160)).save(buffer, format="JPEG")
+    return buffer.getvalue()

@@ -1,0 +1,186 @@
+"""The models a service serves: found in a Triton-style repository or one file, loaded
+into engines before serving, then one Pipeline per (name, version), found by name.
+
+Repository layout: DIR/<model name>/<version>/model.onnx, versions positive integers.
+Every version present is served; a request without a version gets the latest. Names and
+versions are matched only against what was loaded at start-up: no request reads a file.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.batching import InferenceDevice
+from app.config import Settings
+from app.engine import Engine
+from app.errors import ModelLoadError, ModelNotFound, ServiceError
+from app.metrics import Metrics
+from app.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.onnx"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+EngineLoader = Callable[[Path], Engine]
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    name: str
+    version: int
+    path: Path
+    engine: Engine
+
+
+def _versions(model_dir: Path) -> list[tuple[int, Path]]:
+    versions: dict[int, Path] = {}
+    for entry in sorted(model_dir.iterdir()):
+        if not entry.is_dir() or entry.name.startswith("."):
+            continue  # config.pbtxt, labels files and the like, as Triton keeps them
+        if not entry.name.isdigit() or int(entry.name) < 1:
+            raise ModelLoadError(
+                f"{entry}: a version directory must be a positive integer, not '{entry.name}'"
+            )
+        if int(entry.name) in versions:
+            raise ModelLoadError(f"{entry}: version {int(entry.name)} appears twice")
+        model = entry / MODEL_FILE
+        if not model.is_file():
+            raise ModelLoadError(f"{entry}: no {MODEL_FILE} in this version directory")
+        versions[int(entry.name)] = model
+    if not versions:
+        raise ModelLoadError(f"{model_dir}: model directory has no version directories")
+    return sorted(versions.items())
+
+
+def discover(repository: Path) -> list[tuple[str, int, Path]]:
+    """(name, version, file) of every model version in a repository directory."""
+    if not repository.is_dir():
+        raise ModelLoadError(f"model repository {repository} is not a directory")
+    found: list[tuple[str, int, Path]] = []
+    for model_dir in sorted(repository.iterdir()):
+        if model_dir.name.startswith("."):
+            continue
+        if not model_dir.is_dir():
+            log.warning("model repository: ignoring %s (not a model directory)", model_dir)
+            continue
+        if not _NAME.match(model_dir.name):
+            raise ModelLoadError(f"{model_dir}: '{model_dir.name}' is not a valid model name")
+        found.extend((model_dir.name, v, path) for v, path in _versions(model_dir))
+    if not found:
+        raise ModelLoadError(f"model repository {repository} has no models")
+    return found
+
+
+def default_engine_loader(settings: Settings) -> EngineLoader:
+    def load(path: Path) -> Engine:
+        return Engine(path, settings.provider_list(), settings.resolved_intra_op_threads())
+
+    return load
+
+
+def load_models(settings: Settings, loader: EngineLoader | None = None) -> list[LoadedModel]:
+    """Every model the settings name, loaded; ModelLoadError names the file that failed."""
+    load = loader or default_engine_loader(settings)
+    if settings.model_repository is None:
+        engine = _load(load, settings.model_path)
+        return [LoadedModel(engine.spec.name, 1, settings.model_path, engine)]
+    found = discover(settings.model_repository)
+    models = [LoadedModel(name, v, path, _load(load, path)) for name, v, path in found]
+    names = {m.name for m in models}
+    if settings.default_model is None and len(names) > 1:
+        raise ModelLoadError(
+            f"the repository serves {len(names)} models ({', '.join(sorted(names))}); "
+            "set DENSENET_DEFAULT_MODEL to the one requests without a model get"
+        )
+    if settings.default_model is not None and settings.default_model not in names:
+        raise ModelLoadError(
+            f"DENSENET_DEFAULT_MODEL={settings.default_model} is not in the repository "
+            f"(found {', '.join(sorted(names))})"
+        )
+    return models
+
+
+def _load(load: EngineLoader, path: Path) -> Engine:
+    try:
+        return load(path)
+    except ModelLoadError as exc:
+        message = str(exc)
+        raise ModelLoadError(message if str(path) in message else f"{path}: {message}") from exc
+
+
+class ModelRepository:
+    """The pipelines of every served model version, sharing one device and one pool."""
+
+    def __init__(self, models: list[LoadedModel], settings: Settings, metrics: Metrics) -> None:
+        self.device = InferenceDevice()
+        self.preprocess_threads = settings.resolved_preprocess_threads()
+        self.pool = ThreadPoolExecutor(self.preprocess_threads, thread_name_prefix="preprocess")
+        self._pipelines = {
+            (m.name, m.version): Pipeline(
+                m.name, m.version, m.engine, settings, self.device, self.pool, metrics
+            )
+            for m in models
+        }
+        names = sorted({m.name for m in models})
+        self.default_name = settings.default_model or names[0]
+
+    def __iter__(self) -> Iterator[Pipeline]:
+        return iter(sorted(self._pipelines.values(), key=lambda p: (p.name, p.version)))
+
+    def versions(self, name: str) -> list[int]:
+        return sorted(v for n, v in self._pipelines if n == name)
+
+    def find(self, name: str | None = None, version: int | None = None) -> Pipeline:
+        """The pipeline for a request: the default model and the latest version unless named."""
+        name = name or self.default_name
+        versions = self.versions(name)
+        if not versions:
+            raise ModelNotFound(f"no model named '{name}'; GET /models lists the models")
+        if version is None:
+            version = versions[-1]
+        pipeline = self._pipelines.get((name, version))
+        if pipeline is None:
+            raise ModelNotFound(
+                f"model '{name}' has no version {version} (versions: "
+                f"{', '.join(map(str, versions))})"
+            )
+        return pipeline
+
+    @property
+    def ready(self) -> bool:
+        return all(p.ready for p in self)
+
+    def start(self) -> None:
+        for pipeline in self:
+            pipeline.start()
+
+    async def warm_up(self) -> None:
+        """Warm each model in turn; the first failure marks it and re-raises."""
+        for pipeline in self:
+            try:
+                await pipeline.warm_up(self.device, self.preprocess_threads)
+            except Exception:
+                pipeline.warmup_failed = True
+                raise
+
+    def stop_waiting(self) -> None:
+        for pipeline in self:
+            pipeline.stop_waiting()
+
+    async def close(self) -> None:
+        """Finish every queued image, then stop the threads (never waits for a stuck one)."""
+        try:
+            for pipeline in self:
+                await pipeline.close()
+        finally:
+            self.device.close()
+            self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def abort(self, error: ServiceError) -> None:
+        for pipeline in self:
+            pipeline.abort(error)
