@@ -8,6 +8,7 @@ nothing of HTTP; the web layer picks a pipeline and renders what it returns.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import logging
 import time
@@ -39,6 +40,16 @@ class Prediction:
     class_index: int
     label: str
     probability: float
+
+
+@dataclass(frozen=True)
+class Inferred:
+    """One input's row of its batch's output, with where its time went."""
+
+    output: NDArray[np.float32]
+    queue_s: float
+    preprocess_s: float
+    inference_s: float
 
 
 @dataclass(frozen=True)
@@ -139,10 +150,7 @@ class Pipeline:
         self.warmed_up = True
         self._metrics.ready.set(1)
 
-    async def classify(self, data: bytes, k: int, request_id: str | None = None) -> Classified:
-        """Top-k of one encoded image; raises a ServiceError the client should see."""
-        if not data:
-            raise InvalidImage("the file is empty")
+    def _admit(self) -> None:
         # Images waiting for a preprocessing thread count against the queue limit too: else,
         # when decoding is the bottleneck, they pile up (holding their uploads) without a 503.
         if self.admitted >= self.settings.max_queue_size:
@@ -150,19 +158,39 @@ class Pipeline:
                 f"model {self.name} has {self.settings.max_queue_size} images waiting "
                 "(its queue limit); retry shortly"
             )
+
+    async def infer_image(self, data: bytes, request_id: str | None = None) -> Inferred:
+        """The model's output row for one encoded image, preprocessed by its recipe."""
+        if not data:
+            raise InvalidImage("the file is empty")
+        self._admit()
         started = time.perf_counter()
         tensor = await self._preprocess(data)
         preprocess_s = time.perf_counter() - started
         self._metrics.preprocess_seconds.observe(preprocess_s)
+        inferred = await self.infer_tensor(tensor, request_id, admitted=True)
+        return dataclasses.replace(inferred, preprocess_s=preprocess_s)
+
+    async def infer_tensor(
+        self, tensor: NDArray[np.float32], request_id: str | None = None, admitted: bool = False
+    ) -> Inferred:
+        """The model's output row for one input tensor [3, H, W], sent as it is."""
+        if not admitted:
+            self._admit()
         result = await self.batcher.submit(tensor, request_id)
-        labels = self.spec.labels
-        ranked = top_k(softmax(result.output), k)
         self._metrics.images.inc()
+        return Inferred(result.output, result.queue_wait_s, 0.0, result.inference_s)
+
+    async def classify(self, data: bytes, k: int, request_id: str | None = None) -> Classified:
+        """Top-k of one encoded image; raises a ServiceError the client should see."""
+        inferred = await self.infer_image(data, request_id)
+        labels = self.spec.labels
+        ranked = top_k(softmax(inferred.output), k)
         return Classified(
             predictions=[Prediction(i, labels[i], p) for i, p in ranked],
-            queue_s=result.queue_wait_s,
-            preprocess_s=preprocess_s,
-            inference_s=result.inference_s,
+            queue_s=inferred.queue_s,
+            preprocess_s=inferred.preprocess_s,
+            inference_s=inferred.inference_s,
         )
 
     async def _preprocess(self, data: bytes) -> NDArray[np.float32]:
