@@ -8,6 +8,9 @@ ARCH ?= densenet121
 # imagenet: ImageNet weights or fail. random: seeded random weights.
 WEIGHTS ?= auto
 MODEL_DIR ?= models
+# MODELS="densenet121 densenet169": serve several, as a model repository (the first is the
+# default model). Empty: serve ARCH alone.
+MODELS ?=
 
 .PHONY: serve test install install-dev lint typecheck pytest model clean
 
@@ -30,9 +33,21 @@ install-dev: $(VENV)/.installed-dev
 model: install
 	@ARCH=$(ARCH) WEIGHTS=$(WEIGHTS) MODEL_DIR=$(MODEL_DIR) PYTHON=$(BIN)/python scripts/ensure-model.sh >&2
 
+## serve: DENSENET_MODEL_REPOSITORY or DENSENET_MODEL_PATH from the environment as they are
+## (nothing is exported); else the MODELS repository; else ARCH alone.
 serve: install
-	@model=$$(ARCH=$(ARCH) WEIGHTS=$(WEIGHTS) MODEL_DIR=$(MODEL_DIR) PYTHON=$(BIN)/python scripts/ensure-model.sh) && \
-	DENSENET_MODEL_PATH=$${DENSENET_MODEL_PATH:-$$model} exec $(BIN)/python -m app
+	@export WEIGHTS=$(WEIGHTS) MODEL_DIR=$(MODEL_DIR) PYTHON=$(BIN)/python; \
+	if [ -n "$${DENSENET_MODEL_REPOSITORY:-}$${DENSENET_MODEL_PATH:-}" ]; then \
+	  exec $(BIN)/python -m app; \
+	elif [ -n "$(strip $(MODELS))" ]; then \
+	  repository=$$(MODELS="$(MODELS)" scripts/ensure-repository.sh) && \
+	  DENSENET_MODEL_REPOSITORY=$$repository \
+	  DENSENET_DEFAULT_MODEL=$${DENSENET_DEFAULT_MODEL:-$(firstword $(MODELS))} \
+	  exec $(BIN)/python -m app; \
+	else \
+	  model=$$(ARCH=$(ARCH) scripts/ensure-model.sh) && \
+	  DENSENET_MODEL_PATH=$$model exec $(BIN)/python -m app; \
+	fi
 
 lint: install-dev
 	$(BIN)/ruff check .

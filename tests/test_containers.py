@@ -315,7 +315,17 @@ def test_compose_lets_the_service_drain_and_run_read_only(service: str) -> None:
     assert svc["stop_signal"] == "SIGTERM"
     assert seconds(svc["stop_grace_period"]) > grace
     assert svc["read_only"] is True
-    assert any(str(mount).split(":")[0] == "/tmp" for mount in svc["tmpfs"])
+    [tmp] = [str(mount) for mount in svc["tmpfs"] if str(mount).split(":")[0] == "/tmp"]
+    # Uploads spool to /tmp; together they hold at most the upload budget, so it fits.
+    size = re.search(r"size=(\d+)m", tmp)
+    assert size, tmp
+    budget = int(
+        svc["environment"].get(
+            "DENSENET_MAX_INFLIGHT_UPLOAD_BYTES",
+            Settings.model_fields["max_inflight_upload_bytes"].default,
+        )
+    )
+    assert budget <= int(size[1]) * 1024 * 1024
     assert svc["restart"] in ("always", "unless-stopped", "on-failure")
     assert {"cpus", "memory"} <= set(svc["deploy"]["resources"]["limits"])
 

@@ -155,12 +155,17 @@ def prometheus(
     log = workdir / "prometheus.log"
     with running(args, log), httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
 
-        def scraped() -> bool | None:
+        def started() -> bool | None:
+            # /-/ready answers 503 while the storage starts: "not yet", like no answer.
             try:
-                return True if query(client, f'up{{job="{JOB}"}} == 1') else None
+                return True if client.get("/-/ready").status_code == 200 else None
             except httpx.TransportError:
                 return None
 
+        def scraped() -> bool | None:
+            return True if query(client, f'up{{job="{JOB}"}} == 1') else None
+
+        wait_for("Prometheus to start", started, 120, log)
         wait_for("Prometheus to scrape the service", scraped, 60, log)
         yield client
 

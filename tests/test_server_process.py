@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import signal
 import socket
 import threading
@@ -11,7 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from model_export.models import TINY_ARCH
 from tests import images
+from tests.conftest import run_cli
 from tests.server import metric, running, start, wait_until
 
 QUEUE_DEPTH = 'classifier_queue_depth{model="densenet-tiny",version="1"}'
@@ -162,3 +166,47 @@ def test_client_aborting_an_upload_is_not_a_server_error(tiny_model: Path) -> No
         assert "internal_error" not in metrics
         assert 'status="500"' not in metrics
         assert httpx.post(f"{url}/classify", files={"file": images.jpeg()}).status_code == 200
+
+
+def test_a_repository_of_two_densenets_serves_both(tmp_path: Path, tiny_model: Path) -> None:
+    """`python -m app` on DIR/<name>/<version>/model.onnx with two exported DenseNets."""
+    root = tmp_path / "repo"
+    for name, seed in (("tiny-a", "1"), ("tiny-b", "2")):
+        (root / name / "1").mkdir(parents=True)
+        exported = run_cli(
+            "export",
+            "--arch",
+            TINY_ARCH,
+            "--weights",
+            "random",
+            "--seed",
+            seed,
+            "-o",
+            root / name / "1" / "model.onnx",
+        )
+        assert exported.returncode == 0, exported.stderr
+    (root / "tiny-b" / "2").mkdir()
+    shutil.copy(tiny_model, root / "tiny-b" / "2" / "model.onnx")
+    with running(None, model_repository=root, default_model="tiny-a") as (process, url):
+        models = httpx.get(f"{url}/models", timeout=5).json()
+        assert models["default_model"] == "tiny-a"
+        assert [(m["name"], m["version"]) for m in models["models"]] == [
+            ("tiny-a", 1),
+            ("tiny-b", 1),
+            ("tiny-b", 2),
+        ]
+        answers = {}
+        for params in ({}, {"model": "tiny-b", "version": 1}, {"model": "tiny-b"}):
+            response = httpx.post(
+                f"{url}/classify", files={"file": images.jpeg()}, params=params, timeout=30
+            )
+            assert response.status_code == 200, response.text
+            body = response.json()
+            answers[(body["model"], body["version"])] = json.dumps(body["predictions"])
+        assert set(answers) == {("tiny-a", 1), ("tiny-b", 1), ("tiny-b", 2)}
+        assert len(set(answers.values())) > 1  # three different weights, not one model thrice
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    output = process.output()
+    assert "serving tiny-a v1" in output
+    assert "serving tiny-b v2" in output
