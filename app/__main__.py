@@ -149,6 +149,9 @@ def main() -> int:
     )
     server = DrainingServer(config, app.state.service)
     server.run()
+    # uvicorn restores the default handlers on its way out: a late repeated SIGTERM must
+    # not turn a clean exit into death by signal.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if not server.started:  # uvicorn could not start the app (it logged why)
         return _exit_without_stuck_threads(1)
     return _exit_without_stuck_threads(server.exit_code)
