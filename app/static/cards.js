@@ -13,10 +13,6 @@ export function formatPercent(probability) {
   return `${percent.toFixed(percent < 10 ? 2 : 1)}%`;
 }
 
-function formatMs(ms) {
-  return `${ms.toFixed(1)} ms`;
-}
-
 const ADVICE = {
   unauthorized: "Enter the API key above; the image is sent again as soon as you do.",
   invalid_image: "Is this file an image?",
@@ -76,9 +72,10 @@ export class Card {
     this.part(".card-meta").textContent = `${result.model}${version}`;
     this.part(".predictions").replaceChildren(...result.predictions.map((p) => this.row(p)));
     const t = result.timings;
+    const ms = (value) => value.toFixed(1);
     this.part(".timings").textContent =
-      `${formatMs(t.total_ms)} in all: queue ${formatMs(t.queue_ms)}, ` +
-      `preprocessing ${formatMs(t.preprocess_ms)}, inference ${formatMs(t.inference_ms)}`;
+      `${ms(t.total_ms)} ms in all: queue ${ms(t.queue_ms)}, ` +
+      `preprocessing ${ms(t.preprocess_ms)}, inference ${ms(t.inference_ms)}`;
   }
 
   showError(error) {
