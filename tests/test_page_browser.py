@@ -103,6 +103,9 @@ def browse(url: str, width: int = 1280) -> Iterator[Session]:
             page = browser.new_page(viewport={"width": width, "height": 900})
             session = Session(page, url)
             page.on("request", lambda request: session.requests.append(request))
+            # A listener from the start turns on file chooser interception before any
+            # click: enabling it inside expect_file_chooser can lose the race with the key.
+            page.on("filechooser", lambda chooser: None)
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.on(
@@ -122,7 +125,11 @@ def test_chosen_and_dropped_photos_show_the_api_top_k(tiny_random_model: Path) -
     with running(tiny_random_model) as (_, url), browse(url) as s:
         s.wait_models_loaded()
         assert s.page.locator("#model option").all_inner_texts() == ["densenet-tiny v1 (default)"]
-        s.choose(GRACE_HOPPER)
+        s.page.get_by_role("button", name="Choose images").focus()  # keyboard only
+        with s.page.expect_file_chooser() as chooser:
+            s.page.keyboard.press("Enter")
+        assert chooser.value.is_multiple()
+        chooser.value.set_files(str(GRACE_HOPPER))
         s.wait_done(1)
         card = s.cards().first
         assert card.locator(".file-name").inner_text() == "grace_hopper.jpg"
