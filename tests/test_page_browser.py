@@ -16,6 +16,7 @@ import matplotlib.cbook
 import pytest
 import skimage
 
+from tests import images
 from tests.conftest import run_cli
 from tests.server import running
 
@@ -167,33 +168,86 @@ def test_chosen_and_dropped_photos_show_the_api_top_k(tiny_random_model: Path) -
         assert s.foreign() == []
 
 
+def card_error(card: Any) -> dict[str, str]:
+    return {
+        "code": card.locator(".error-code").inner_text(),
+        "message": card.locator(".error-message").inner_text(),
+        "advice": card.locator(".error-advice").inner_text(),
+        "meta": card.locator(".card-meta").inner_text(),
+    }
+
+
+def api_error(url: str, upload: Path) -> dict[str, str]:
+    response = httpx.post(f"{url}/classify", files={"file": (upload.name, upload.read_bytes())})
+    error: dict[str, str] = response.json()["error"]
+    return {"code": error["code"], "message": error["message"], "status": str(response.status_code)}
+
+
 def test_errors_are_shown_on_the_card_and_three_images_give_three_cards(
     tiny_model: Path, tmp_path: Path
 ) -> None:
     not_an_image = tmp_path / "notes.jpg"
     not_an_image.write_text("a text file renamed to .jpg\n")
-    with running(tiny_model) as (_, url), browse(url) as s:
+    too_large = tmp_path / "large.jpg"
+    too_large.write_bytes(images.jpeg(1000, 800))  # over the limit set below
+    with running(tiny_model, max_image_pixels=500_000) as (_, url), browse(url) as s:
         s.wait_models_loaded()
-        s.choose(not_an_image)
-        s.wait_done(1)
-        expected = httpx.post(
-            f"{url}/classify", files={"file": ("notes.jpg", not_an_image.read_bytes())}
-        ).json()["error"]
-        error = s.cards().first.locator(".card-error")
-        assert error.is_visible()
-        assert error.locator(".error-code").inner_text() == expected["code"] == "invalid_image"
-        assert error.locator(".error-message").inner_text() == expected["message"]
-        assert "HTTP 400" in s.cards().first.locator(".card-meta").inner_text()
+        s.choose(not_an_image, too_large)
+        s.wait_done(2)
+        for card, upload, code in (
+            (s.cards().nth(0), not_an_image, "invalid_image"),
+            (s.cards().nth(1), too_large, "image_too_large"),
+        ):
+            expected, shown = api_error(url, upload), card_error(card)
+            assert card.locator(".card-error").is_visible()
+            assert shown["code"] == expected["code"] == code
+            assert shown["message"] == expected["message"]
+            assert f"HTTP {expected['status']}" in shown["meta"]
+            assert card.locator(".predictions").is_hidden()
 
         s.choose(GRACE_HOPPER, COFFEE, ASTRONAUT)
-        s.wait_done(4)
+        s.wait_done(5)
         names = s.page.locator("#cards > .card .file-name").all_inner_texts()
-        assert names == ["grace_hopper.jpg", "coffee.png", "astronaut.png", "notes.jpg"]
+        assert names == [
+            "grace_hopper.jpg",
+            "coffee.png",
+            "astronaut.png",
+            "notes.jpg",
+            "large.jpg",
+        ]
         for index, photo in enumerate((GRACE_HOPPER, COFFEE, ASTRONAUT)):
             assert s.cards().nth(index).evaluate(ROWS) == api_rows(url, photo, 5)
         posts = [r for r in s.requests if r.method == "POST"]
-        assert [r.url.split("?")[0] for r in posts] == [f"{url}/classify"] * 4
+        assert [r.url.split("?")[0] for r in posts] == [f"{url}/classify"] * 5
         assert s.foreign() == []
+
+
+def test_overloaded_shows_the_retry_advice_and_try_again_resends(tiny_model: Path) -> None:
+    """A 503 from a full queue cannot be caused on demand, so this one answer is injected."""
+    overloaded = {"code": "overloaded", "message": "the queue is full (64 images waiting)"}
+    with running(tiny_model) as (_, url), browse(url) as s:
+        s.wait_models_loaded()
+        s.page.route(
+            "**/classify?*",
+            lambda route: route.fulfill(
+                status=503,
+                headers={"Retry-After": "3"},
+                json={"error": {**overloaded, "request_id": "abc123"}},
+            ),
+        )
+        s.choose(GRACE_HOPPER)
+        s.wait_done(1)
+        card = s.cards().first
+        shown = card_error(card)
+        assert {"code": shown["code"], "message": shown["message"]} == overloaded
+        assert "try again in 3 s" in shown["advice"]
+        assert "abc123" in card.locator(".error-id").inner_text()
+
+        s.page.unroute("**/classify?*")
+        card.get_by_role("button", name="Try again").click()
+        s.wait_done(1)
+        assert card.locator(".card-error").is_hidden()
+        assert card.evaluate(ROWS) == api_rows(url, GRACE_HOPPER, 5)
 
 
 def test_labels_from_the_model_render_as_text(tiny_model: Path, tmp_path: Path) -> None:
