@@ -83,6 +83,21 @@ class Session:
     def choose(self, *files: Path) -> None:
         self.page.locator("#files").set_input_files([str(f) for f in files])
 
+    def transfer(self, event: str, photo: Path) -> None:
+        """Drop a file on the page, or paste one, as the browser delivers it."""
+        self.page.evaluate(
+            """([event, name, data]) => {
+                const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
+                const transfer = new DataTransfer();
+                transfer.items.add(new File([bytes], name, {type: 'image/png'}));
+                const init = {bubbles: true, cancelable: true};
+                document.body.dispatchEvent(event === 'drop'
+                    ? new DragEvent('drop', {...init, dataTransfer: transfer})
+                    : new ClipboardEvent('paste', {...init, clipboardData: transfer}));
+            }""",
+            [event, photo.name, base64.b64encode(photo.read_bytes()).decode()],
+        )
+
     def wait_models_loaded(self) -> None:
         self.page.wait_for_function(
             "() => !document.querySelector('#model option:not([value])')", timeout=TIMEOUT_MS
@@ -122,7 +137,7 @@ def browse(url: str, width: int = 1280) -> Iterator[Session]:
             browser.close()
 
 
-def test_chosen_and_dropped_photos_show_the_api_top_k(tiny_random_model: Path) -> None:
+def test_chosen_dropped_and_pasted_photos_show_the_api_top_k(tiny_random_model: Path) -> None:
     with running(tiny_random_model) as (_, url), browse(url) as s:
         s.wait_models_loaded()
         assert s.page.locator("#model option").all_inner_texts() == ["densenet-tiny v1 (default)"]
@@ -149,19 +164,15 @@ def test_chosen_and_dropped_photos_show_the_api_top_k(tiny_random_model: Path) -
         )
         assert card.evaluate(ROWS) == api_rows(url, GRACE_HOPPER, 3)
 
-        s.page.evaluate(
-            """([name, data]) => {
-                const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
-                const transfer = new DataTransfer();
-                transfer.items.add(new File([bytes], name, {type: 'image/png'}));
-                document.body.dispatchEvent(new DragEvent('drop',
-                    {dataTransfer: transfer, bubbles: true, cancelable: true}));
-            }""",
-            [CHELSEA.name, base64.b64encode(CHELSEA.read_bytes()).decode()],
-        )
+        s.transfer("drop", CHELSEA)
         s.wait_done(2)
         assert s.cards().first.locator(".file-name").inner_text() == "chelsea.png"
         assert s.cards().first.evaluate(ROWS) == api_rows(url, CHELSEA, 3)
+
+        s.transfer("paste", COFFEE)
+        s.wait_done(3)
+        assert s.cards().first.locator(".file-name").inner_text() == "coffee.png"
+        assert s.cards().first.evaluate(ROWS) == api_rows(url, COFFEE, 3)
 
         s.page.set_viewport_size({"width": 360, "height": 800})
         assert s.page.evaluate("document.documentElement.scrollWidth") <= 360  # no sideways scroll
