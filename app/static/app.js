@@ -119,14 +119,19 @@ function fillModels(list) {
   const options = list.map((model, index) => {
     const option = document.createElement("option");
     const version = model.version == null ? "" : ` v${model.version}`;
-    const notes = [model.default ? "default" : "", model.ready ? "" : "loading"].filter(Boolean);
+    const notes = [
+      model.default && model.latest ? "default" : "",
+      model.ready === false ? "loading" : "",
+    ].filter(Boolean);
     option.textContent = `${model.name}${version}${notes.length ? ` (${notes.join(", ")})` : ""}`;
     option.value = String(index);
-    option.disabled = !model.ready;
+    option.disabled = model.ready === false;
     return option;
   });
   ui.model.replaceChildren(...options);
+  // What a request without model and version gets: the default model's latest version.
   const chosen = Math.max(
+    list.findIndex((model) => model.default && model.latest),
     list.findIndex((model) => model.default),
     0,
   );
