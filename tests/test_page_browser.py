@@ -42,10 +42,12 @@ def percent(probability: float) -> str:
     return f"{value:.{2 if value < 10 else 1}f}%"
 
 
-def api_rows(url: str, photo: Path, top_k: int, headers: dict[str, str] | None = None) -> list:
+def api_rows(
+    url: str, photo: Path, top_k: int, headers: dict[str, str] | None = None, **params: object
+) -> list:
     response = httpx.post(
         f"{url}/classify",
-        params={"top_k": top_k},
+        params={"top_k": top_k, **params},
         files={"file": (photo.name, photo.read_bytes())},
         headers=headers,
         timeout=30,
@@ -259,6 +261,47 @@ def test_overloaded_shows_the_retry_advice_and_try_again_resends(tiny_model: Pat
         s.wait_done(1)
         assert card.locator(".card-error").is_hidden()
         assert card.evaluate(ROWS) == api_rows(url, GRACE_HOPPER, 5)
+
+
+def test_a_second_model_from_the_picker_shows_its_labels(tiny_model: Path, tmp_path: Path) -> None:
+    repository = tmp_path / "repository"
+    for name, version, labelled in (("alpha", 1, False), ("beta", 1, True), ("beta", 2, True)):
+        target = repository / name / str(version) / "model.onnx"
+        target.parent.mkdir(parents=True)
+        if not labelled:  # ImageNet's labels
+            shutil.copy(tiny_model, target)
+            continue
+        labels = tmp_path / f"{name}-{version}.txt"
+        labels.write_text("".join(f"{name} v{version} class {i}\n" for i in range(1000)))
+        result = run_cli("annotate", tiny_model, "--labels", labels, "-o", target)
+        assert result.returncode == 0, result.stderr
+    with (
+        running(None, model_repository=repository, default_model="alpha") as (_, url),
+        browse(url) as s,
+    ):
+        s.wait_models_loaded()
+        listed = httpx.get(f"{url}/models").json()["models"]
+        options = s.page.locator("#model option").all_inner_texts()
+        assert sorted(options) == ["alpha v1 (default)", "beta v1", "beta v2"]
+        assert len(listed) == 3
+        assert s.page.locator("#model option:checked").inner_text() == "alpha v1 (default)"
+
+        s.choose(GRACE_HOPPER)
+        s.wait_done(1)
+        card = s.cards().first
+        assert card.locator(".card-meta").inner_text() == "alpha v1"
+        assert card.evaluate(ROWS) == api_rows(url, GRACE_HOPPER, 5)
+
+        for version in (2, 1):  # choosing a model sends the images shown again
+            s.page.get_by_label("Model").select_option(label=f"beta v{version}")
+            card.locator(".card-meta", has_text=f"beta v{version}").wait_for(timeout=TIMEOUT_MS)
+            rows = card.evaluate(ROWS)
+            assert rows == api_rows(url, GRACE_HOPPER, 5, model="beta", version=version)
+            assert all(label.startswith(f"beta v{version} class ") for label, _ in rows)
+        sent = [r.url for r in s.requests if r.method == "POST"]
+        assert "model=beta&version=2" in sent[1]
+        assert "model=beta&version=1" in sent[2]
+        assert s.foreign() == []
 
 
 def test_labels_from_the_model_render_as_text(tiny_model: Path, tmp_path: Path) -> None:
