@@ -122,6 +122,7 @@ class Settings(BaseSettings):
     )
 
     # Server and process
+    ui: bool = Field(True, description="Serve the page for people at / (false: / answers 404).")
     host: str = Field("127.0.0.1", description="Interface to listen on (0.0.0.0 in containers).")
     port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on.")
     shutdown_grace_s: float = Field(

@@ -17,7 +17,7 @@ from app.config import Settings
 from app.metrics import Metrics
 from app.middleware import RequestContextMiddleware
 from app.repository import EngineLoader, LoadedModel, ModelRepository, load_models
-from app.routes import classify, ops
+from app.routes import classify, ops, page
 from app.state import Service
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,8 @@ def create_app(
     app.state.service = service
     app.include_router(classify.router)
     app.include_router(ops.router)
+    if settings.ui:
+        app.include_router(page.router_for(settings))
     http_errors.install(app, service.metrics)
     if settings.cors_origins:
         app.add_middleware(
