@@ -26,12 +26,18 @@ class Agreement:
     inputs: int
     top1_agreement: float  # share of inputs with the same most probable class
     top1_disagreements: int
+    confident_inputs: int  # inputs whose reference top-1 probability is at least 0.5
+    top1_agreement_confident: float  # top-1 agreement on those alone (1.0 if there are none)
     top5_overlap: float  # mean share of the reference's top 5 also in the candidate's
     max_probability_diff: float  # largest |softmax difference| over every class and input
     max_logit_diff: float
     mean_abs_logit_diff: float
     reference_logit_std: float  # the scale the logit differences compare with
     disagreeing_inputs: list[str] = field(default_factory=list)
+
+
+# Near-ties flip under any rounding; agreement where the reference is sure is reported apart.
+CONFIDENT = 0.5
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -54,12 +60,16 @@ def agreement(reference: np.ndarray, candidate: np.ndarray, names: list[str]) ->
     ref5, cand5 = top_k(reference, k), top_k(candidate, k)
     overlap = [len(set(a) & set(b)) / k for a, b in zip(ref5, cand5, strict=True)]
     logit_diff = np.abs(reference.astype(np.float64) - candidate)
+    ref_probs = softmax(reference)
+    confident = ref_probs.max(axis=1) >= CONFIDENT
     return Agreement(
         inputs=len(reference),
         top1_agreement=float(same_top1.mean()),
         top1_disagreements=int((~same_top1).sum()),
+        confident_inputs=int(confident.sum()),
+        top1_agreement_confident=float(same_top1[confident].mean()) if confident.any() else 1.0,
         top5_overlap=float(np.mean(overlap)),
-        max_probability_diff=float(np.max(np.abs(softmax(reference) - softmax(candidate)))),
+        max_probability_diff=float(np.max(np.abs(ref_probs - softmax(candidate)))),
         max_logit_diff=float(logit_diff.max()),
         mean_abs_logit_diff=float(logit_diff.mean()),
         reference_logit_std=float(reference.std()),
@@ -123,6 +133,8 @@ def format_report(result: dict[str, Any]) -> str:
         f"inputs: {a['inputs']} (seed {result['seed']}, recipe of the reference)",
         f"top-1 agreement: {a['top1_agreement']:.2%} "
         f"({a['inputs'] - a['top1_disagreements']}/{a['inputs']})",
+        f"top-1 agreement where the reference is >= {CONFIDENT:.0%} sure: "
+        + describe_confident(a),
         f"top-5 overlap: {a['top5_overlap']:.2%}",
         f"largest probability difference: {a['max_probability_diff']:.3g}",
         f"largest logit difference: {a['max_logit_diff']:.3g} "
@@ -132,6 +144,12 @@ def format_report(result: dict[str, Any]) -> str:
     if a["disagreeing_inputs"]:
         lines.append(f"top-1 differs on: {', '.join(a['disagreeing_inputs'][:20])}")
     return "\n".join(lines)
+
+
+def describe_confident(a: dict[str, Any]) -> str:
+    if not a["confident_inputs"]:
+        return "no such input"
+    return f"{a['top1_agreement_confident']:.2%} of {a['confident_inputs']}"
 
 
 def _describe(info: dict[str, Any]) -> str:

@@ -134,6 +134,8 @@ def test_agreement_figures_on_known_logits() -> None:
     assert a.disagreeing_inputs == ["b"]
     assert a.top5_overlap == pytest.approx((4 / 5 + 5 / 5) / 2)
     assert a.max_logit_diff == 1.0
+    assert a.confident_inputs == 2  # softmax of 5..0 puts 63% on the first class
+    assert a.top1_agreement_confident == 0.5
 
 
 @pytest.mark.parametrize(
