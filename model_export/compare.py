@@ -128,13 +128,13 @@ def side(path: Path, runner: Runner) -> dict[str, Any]:
 
 def format_report(result: dict[str, Any]) -> str:
     a = result["agreement"]
+    sure = describe_confident(a)
     lines = [f"{name}: {_describe(result[name])}" for name in ("reference", "candidate")]
     lines += [
         f"inputs: {a['inputs']} (seed {result['seed']}, recipe of the reference)",
         f"top-1 agreement: {a['top1_agreement']:.2%} "
         f"({a['inputs'] - a['top1_disagreements']}/{a['inputs']})",
-        f"top-1 agreement where the reference is >= {CONFIDENT:.0%} sure: "
-        + describe_confident(a),
+        f"top-1 agreement where the reference is >= {CONFIDENT:.0%} sure: {sure}",
         f"top-5 overlap: {a['top5_overlap']:.2%}",
         f"largest probability difference: {a['max_probability_diff']:.3g}",
         f"largest logit difference: {a['max_logit_diff']:.3g} "
