@@ -27,7 +27,16 @@ def _cpu() -> dict[str, Any]:
                 flags = set(value.split())
     except OSError:
         pass
-    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile")
+    wanted = (
+        "avx2",
+        "fma",
+        "avx512f",
+        "avx512_vnni",
+        "avx_vnni",
+        "avx512_bf16",
+        "amx_tile",
+        "amx_bf16",
+    )
     return {"model": model, "flags": [f for f in wanted if f in flags]}
 
 

@@ -9,6 +9,7 @@ import onnx
 from model_export import metadata as md
 from model_export.errors import ExportError
 from model_export.export import set_metadata
+from model_export.precision import graph_precision
 
 
 def _static_dims(value_info: onnx.ValueInfoProto) -> list[int | None]:
@@ -44,6 +45,8 @@ def annotate(
 
     present = {entry.key: entry.value for entry in proto.metadata_props}
     props = {k: v for k, v in md.IMAGENET_RECIPE.to_metadata().items() if k not in present}
+    if md.PRECISION not in present:
+        props[md.PRECISION] = graph_precision(proto)
     props.update(recipe_overrides)
     if labels is not None:
         classes = out_dims[1]

@@ -1,12 +1,13 @@
-"""`python -m model_export {export,annotate,inspect}`: see README "Exporting a model"."""
+"""`python -m model_export {export,annotate,inspect,compare}`: see README "Exporting a model"."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from model_export import metadata as md
 from model_export.errors import ExportError
@@ -14,6 +15,7 @@ from model_export.errors import ExportError
 
 def _parser() -> argparse.ArgumentParser:
     from model_export.models import ARCHS
+    from model_export.precision import FP16_RELATIVE_TOLERANCE, FP32_TOLERANCE, PRECISIONS
 
     parser = argparse.ArgumentParser(prog="python -m model_export", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -34,10 +36,19 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--output", "-o", type=Path, help="default: models/ARCH.onnx")
     exp.add_argument("--opset", type=int, default=17)
     exp.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="fp32 (default) or fp16: float16 weights and activations, float32 input and "
+        "output (for GPUs with tensor cores)",
+    )
+    exp.add_argument(
         "--tolerance",
         type=float,
-        default=1e-4,
-        help="max |PyTorch - ONNX Runtime| logit difference (default 1e-4)",
+        default=None,
+        help="parity bound against PyTorch fp32. fp32: max absolute logit difference "
+        f"(default {FP32_TOLERANCE:g}); fp16: max logit difference relative to the largest "
+        f"|logit| (default {FP16_RELATIVE_TOLERANCE:g})",
     )
 
     ann = commands.add_parser("annotate", help="write serving metadata onto an ONNX classifier")
@@ -52,7 +63,38 @@ def _parser() -> argparse.ArgumentParser:
 
     ins = commands.add_parser("inspect", help="print a model's serving metadata as JSON")
     ins.add_argument("model", type=Path)
+    _add_compare(commands)
     return parser
+
+
+def _add_compare(commands: Any) -> None:
+    from model_export.runtimes import COMPUTE_PRECISIONS, RUNTIMES
+
+    cmp = commands.add_parser(
+        "compare",
+        help="top-1/top-5 agreement and largest differences of two models on real photos",
+        description="Run REFERENCE and CANDIDATE (two files, or one file twice in another "
+        "runtime or precision) on the same preprocessed photos and report how often they "
+        "agree. Exits 1 if --min-top1 is given and not met.",
+    )
+    cmp.add_argument("reference", type=Path)
+    cmp.add_argument("candidate", type=Path)
+    for name in ("reference", "candidate"):
+        cmp.add_argument(f"--{name}-runtime", choices=RUNTIMES, default="onnxruntime")
+        cmp.add_argument(
+            f"--{name}-precision",
+            choices=COMPUTE_PRECISIONS,
+            default=None,
+            help="compute precision (default: as the file is stored; onnxruntime only "
+            "computes that, openvino takes any the CPU supports natively)",
+        )
+    cmp.add_argument("--images", type=Path, help="a folder of photos (default: bundled ones)")
+    cmp.add_argument("--count", type=int, default=256, help="inputs to compare (default 256)")
+    cmp.add_argument("--seed", type=int, default=0, help="seed for crops, flips and scales")
+    cmp.add_argument("--batch-size", type=int, default=8)
+    cmp.add_argument("--threads", type=int, default=0, help="per runtime; 0: its default")
+    cmp.add_argument("--min-top1", type=float, help="fail below this top-1 agreement (0-1)")
+    cmp.add_argument("--json", type=Path, dest="json_out", help="also write the report here")
 
 
 def _read_labels(path: Path | None) -> list[str] | None:
@@ -69,7 +111,8 @@ def _read_labels(path: Path | None) -> list[str] | None:
 
 def _run_export(args: argparse.Namespace) -> None:
     from model_export import models
-    from model_export.export import export
+    from model_export.export import describe_parity, export
+    from model_export.precision import default_tolerance
 
     if args.seed is not None and args.weights != "random":
         raise ExportError("--seed only applies to --weights random")
@@ -81,12 +124,15 @@ def _run_export(args: argparse.Namespace) -> None:
         model = models.load_random(args.arch, 0 if args.seed is None else args.seed)
     else:
         model = models.load_imagenet(args.arch)
-    output = args.output or Path("models") / f"{args.arch}.onnx"
-    report = export(model, output, args.opset, args.tolerance)
+    suffix = "" if args.precision == "fp32" else f"-{args.precision}"
+    output = args.output or Path("models") / f"{args.arch}{suffix}.onnx"
+    tolerance = default_tolerance(args.precision) if args.tolerance is None else args.tolerance
+    report = export(model, output, args.opset, tolerance, args.precision)
     print(
-        f"exported {model.arch} ({model.weights}: {model.weights_source}) to {report.path}\n"
-        f"  parity: max |PyTorch - ONNX Runtime| = {report.max_abs_diff:.3g} "
-        f"(tolerance {args.tolerance:g})\n"
+        f"exported {model.arch} ({model.weights}: {model.weights_source}, {report.precision}) "
+        f"to {report.path}\n"
+        f"  parity: {describe_parity(report.precision, report.parity_error)} "
+        f"(tolerance {tolerance:g})\n"
         f"  file: {report.file_bytes / 1e6:.1f} MB, parameters: {report.parameters:,}, "
         f"took {report.seconds:.1f} s"
     )
@@ -137,12 +183,55 @@ def _run_inspect(args: argparse.Namespace) -> None:
     print(json.dumps(meta, indent=2))
 
 
+def _run_compare(args: argparse.Namespace) -> int:
+    from model_export import compare, photos, runtimes
+
+    if args.count < 1 or args.batch_size < 1 or args.threads < 0:
+        raise ExportError("--count and --batch-size must be positive, --threads not negative")
+    if args.min_top1 is not None and not 0 <= args.min_top1 <= 1:
+        raise ExportError("--min-top1 is a share between 0 and 1")
+    paths = (
+        photos.bundled_photo_paths()
+        if args.images is None
+        else photos.directory_photo_paths(args.images)
+    )
+    result: dict[str, Any] = {}
+    opened: dict[str, runtimes.Runner] = {}
+    for name in ("reference", "candidate"):
+        path = getattr(args, name)
+        runtime, precision = getattr(args, f"{name}_runtime"), getattr(args, f"{name}_precision")
+        opened[name] = runtimes.open_runner(path, runtime, precision, args.threads)
+        result[name] = compare.side(path, opened[name])
+    result |= compare.compare(
+        opened["reference"],
+        opened["candidate"],
+        args.reference,
+        paths,
+        args.count,
+        args.seed,
+        args.batch_size,
+    )
+    print(compare.format_report(result))
+    if args.json_out is not None:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    top1 = result["agreement"]["top1_agreement"]
+    if args.min_top1 is not None and top1 < args.min_top1:
+        print(f"error: top-1 agreement {top1:.2%} is below {args.min_top1:.2%}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"export": _run_export, "annotate": _run_annotate, "inspect": _run_inspect}
+    handlers: dict[str, Callable[[argparse.Namespace], int | None]] = {
+        "export": _run_export,
+        "annotate": _run_annotate,
+        "inspect": _run_inspect,
+        "compare": _run_compare,
+    }
     try:
-        handlers[args.command](args)
+        return handlers[args.command](args) or 0
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import time
@@ -18,6 +19,7 @@ import torchvision
 from model_export import metadata as md
 from model_export.errors import ExportError
 from model_export.models import LoadedModel
+from model_export.precision import Precision, parity_error, to_fp16
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -27,26 +29,27 @@ DEFAULT_OPSET = 17
 @dataclass
 class ExportReport:
     path: Path
+    precision: Precision
     max_abs_diff: float
+    parity_error: float  # what the tolerance bounds: absolute (fp32) or relative (fp16)
     file_bytes: int
     parameters: int
     seconds: float
 
 
-def serving_metadata(model: LoadedModel) -> dict[str, str]:
+def serving_metadata(model: LoadedModel, precision: Precision) -> dict[str, str]:
+    versions = {"torch": torch.__version__, "torchvision": torchvision.__version__}
+    versions["onnx"] = onnx.__version__
+    if precision == "fp16":
+        versions["onnxconverter_common"] = importlib.metadata.version("onnxconverter-common")
     props = {
         **md.labels_to_metadata(model.labels),
         **model.recipe.to_metadata(),
         md.ARCH: model.arch,
         md.WEIGHTS: model.weights,
         md.WEIGHTS_SOURCE: model.weights_source,
-        md.EXPORTED_WITH: json.dumps(
-            {
-                "torch": torch.__version__,
-                "torchvision": torchvision.__version__,
-                "onnx": onnx.__version__,
-            }
-        ),
+        md.PRECISION: precision,
+        md.EXPORTED_WITH: json.dumps(versions),
     }
     if model.weights_sha256:
         props[md.WEIGHTS_SHA256] = model.weights_sha256
@@ -82,8 +85,10 @@ def trace_to_onnx(module: torch.nn.Module, path: Path, crop_size: int, opset: in
         )
 
 
-def parity_max_abs_diff(module: torch.nn.Module, path: Path, crop_size: int, seed: int) -> float:
-    """Max |logit difference| between PyTorch eager and ONNX Runtime (CPU) on one batch.
+def parity_logits(
+    module: torch.nn.Module, path: Path, crop_size: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Logits of PyTorch eager (fp32) and of ONNX Runtime (CPU) on one seeded batch.
 
     The batch size (3) differs from the traced one (2), so the dynamic batch axis is
     exercised too.
@@ -94,11 +99,18 @@ def parity_max_abs_diff(module: torch.nn.Module, path: Path, crop_size: int, see
         expected = module(inputs).numpy()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (actual,) = session.run(None, {INPUT_NAME: inputs.numpy()})
-    return float(np.max(np.abs(np.asarray(actual) - expected)))
+    return expected, np.asarray(actual)
 
 
-def export(model: LoadedModel, output: Path, opset: int, tolerance: float) -> ExportReport:
-    """Export, stamp metadata, verify; the output only appears if parity holds."""
+def export(
+    model: LoadedModel,
+    output: Path,
+    opset: int,
+    tolerance: float,
+    precision: Precision = "fp32",
+) -> ExportReport:
+    """Export, convert to the precision asked for, stamp metadata, verify against PyTorch
+    fp32; the output only appears if parity holds."""
     if opset < DEFAULT_OPSET:
         raise ExportError(f"opset {opset} is too old; use {DEFAULT_OPSET} or newer")
     started = time.perf_counter()
@@ -107,20 +119,31 @@ def export(model: LoadedModel, output: Path, opset: int, tolerance: float) -> Ex
     try:
         trace_to_onnx(model.module, partial, model.recipe.crop_size, opset)
         proto = onnx.load(str(partial))
-        set_metadata(proto, serving_metadata(model))
+        if precision == "fp16":
+            proto = to_fp16(proto)
+        set_metadata(proto, serving_metadata(model, precision))
         onnx.save(proto, str(partial))
-        diff = parity_max_abs_diff(model.module, partial, model.recipe.crop_size, seed=0)
-        if not diff <= tolerance:
+        expected, actual = parity_logits(model.module, partial, model.recipe.crop_size, seed=0)
+        error = parity_error(expected, actual, precision)
+        if not error <= tolerance:
             raise ExportError(
-                f"parity check failed: max |PyTorch - ONNX Runtime| = {diff:.3g} > {tolerance:g}"
+                f"parity check failed: {describe_parity(precision, error)} > {tolerance:g}"
             )
         os.replace(partial, output)
     finally:
         partial.unlink(missing_ok=True)
     return ExportReport(
         path=output,
-        max_abs_diff=diff,
+        precision=precision,
+        max_abs_diff=float(np.max(np.abs(actual - expected))),
+        parity_error=error,
         file_bytes=output.stat().st_size,
         parameters=sum(p.numel() for p in model.module.parameters()),
         seconds=time.perf_counter() - started,
     )
+
+
+def describe_parity(precision: Precision, error: float) -> str:
+    if precision == "fp32":
+        return f"max |PyTorch - ONNX Runtime| = {error:.3g}"
+    return f"max |PyTorch fp32 - ONNX Runtime {precision}| / max |logit| = {error:.3g}"

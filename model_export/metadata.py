@@ -21,6 +21,7 @@ WEIGHTS = "weights"
 WEIGHTS_SOURCE = "weights_source"
 WEIGHTS_SHA256 = "weights_sha256"
 EXPORTED_WITH = "exported_with"
+PRECISION = "precision"  # "fp32" or "fp16": how the weights and activations are stored
 
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
 

@@ -27,6 +27,7 @@ REQUIRED_KEYS = {
     md.WEIGHTS,
     md.WEIGHTS_SOURCE,
     md.EXPORTED_WITH,
+    md.PRECISION,
 }
 
 
@@ -71,6 +72,7 @@ def test_densenet121_random_export_is_complete(tmp_path: Path) -> None:
         "seed=0",
     )
     assert meta[md.RESIZE_SIZE] == "256"
+    assert meta[md.PRECISION] == "fp32"
     assert meta[md.CROP_SIZE] == "224"
     assert json.loads(meta[md.EXPORTED_WITH])["torch"] == torch.__version__
     model = onnx.load(str(out))
@@ -183,6 +185,55 @@ def test_failed_download_exits_nonzero_with_offline_advice(
     assert not out.exists()
 
 
+def test_fp16_export(tmp_path: Path) -> None:
+    """float16 inside, float32 at the edges, labelled fp16, within the relative tolerance."""
+    out = tmp_path / "tiny-fp16.onnx"
+    args = ["export", "--arch", TINY_ARCH, "--weights", "random", "--seed", "5"]
+    result = run_cli(*args, "--precision", "fp16", "-o", out)
+    assert result.returncode == 0, result.stderr
+    assert "ONNX Runtime fp16| / max |logit|" in result.stdout
+    assert "(tolerance 0.01)" in result.stdout
+    model = onnx.load(str(out))
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    weights = [i for i in model.graph.initializer if len(i.dims) == 4]  # conv kernels
+    assert weights
+    assert all(w.data_type == onnx.TensorProto.FLOAT16 for w in weights)
+    meta = served_metadata(out)
+    assert meta[md.PRECISION] == "fp16"
+    assert "onnxconverter_common" in json.loads(meta[md.EXPORTED_WITH])
+
+    torch.manual_seed(5)
+    eager = build(TINY_ARCH).eval()
+    x = torch.randn(4, 3, 224, 224, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = eager(x).numpy()
+    actual = ort_logits(out, x.numpy())
+    assert actual.dtype == np.float32
+    relative = np.max(np.abs(actual - expected)) / np.max(np.abs(expected))
+    assert 0 < relative <= 1e-2  # rounded, but within the documented tolerance
+
+
+def test_fp16_parity_failure_leaves_no_file(tmp_path: Path) -> None:
+    out = tmp_path / "strict-fp16.onnx"
+    args = ["export", "--arch", TINY_ARCH, "--weights", "random", "--precision", "fp16"]
+    result = run_cli(*args, "--tolerance", "1e-6", "-o", out)
+    assert result.returncode == 1
+    assert "parity check failed" in result.stderr
+    assert not out.exists()
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_annotate_detects_fp16_weights(tmp_path: Path) -> None:
+    half = tmp_path / "half.onnx"
+    args = ["export", "--arch", TINY_ARCH, "--weights", "random", "--precision", "fp16"]
+    assert run_cli(*args, "-o", half).returncode == 0
+    bare = tmp_path / "bare.onnx"
+    strip_metadata(half, bare)
+    assert run_cli("annotate", bare).returncode == 0
+    assert served_metadata(bare)[md.PRECISION] == "fp16"
+
+
 def test_parity_failure_fails_the_export(tmp_path: Path) -> None:
     out = tmp_path / "strict.onnx"
     result = run_cli(
@@ -208,6 +259,7 @@ def test_parity_failure_fails_the_export(tmp_path: Path) -> None:
         ),
         (["export", "--arch", TINY_ARCH, "--weights", "imagenet"], 1, "no pretrained weights"),
         (["export", "--arch", TINY_ARCH, "--weights", "random", "--opset", "11"], 1, "too old"),
+        (["export", "--arch", TINY_ARCH, "--precision", "int8"], 2, "invalid choice"),
         (["annotate", "/nonexistent.onnx", "--crop-size", "224"], 1, "does not exist"),
         (["annotate", "m.onnx", "--crop-size", "-3"], 1, "must be positive"),
         (["bogus"], 2, "invalid choice"),
@@ -267,6 +319,7 @@ def test_annotate_a_model_without_metadata(tmp_path: Path, tiny_random_model: Pa
     assert json.loads(meta[md.MEAN]) == [0.5, 0.5, 0.5]
     assert meta[md.CROP_SIZE] == "224"  # filled with the ImageNet default
     assert json.loads(meta[md.STD]) == [0.229, 0.224, 0.225]
+    assert meta[md.PRECISION] == "fp32"  # read from the graph: float32 weights
     inspect = run_cli("inspect", bare)
     assert inspect.returncode == 0
     assert '"labels": "<1000 names>"' in inspect.stdout
