@@ -32,7 +32,8 @@ def render(metrics: Metrics, error: ServiceError, request_id: str | None) -> JSO
     )
 
 
-def _request_id(request: Request) -> str | None:
+def request_id(request: Request) -> str | None:
+    """The id the middleware gave this request (echoed in responses and logs)."""
     value = request.scope.get("state", {}).get("request_id")
     return value if isinstance(value, str) else None
 
@@ -42,7 +43,7 @@ def install(app: FastAPI, metrics: Metrics) -> None:
 
     async def service_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ServiceError)
-        return render(metrics, exc, _request_id(request))
+        return render(metrics, exc, request_id(request))
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -51,12 +52,12 @@ def install(app: FastAPI, metrics: Metrics) -> None:
             for e in exc.errors()
         )
         error = InvalidParameter(problems or "invalid request")
-        return render(metrics, error, _request_id(request))
+        return render(metrics, error, request_id(request))
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
         mapped = {404: NotFound, 405: MethodNotAllowed}.get(exc.status_code, MalformedRequest)
-        return render(metrics, mapped(str(exc.detail)), _request_id(request))
+        return render(metrics, mapped(str(exc.detail)), request_id(request))
 
     app.add_exception_handler(ServiceError, service_error)
     app.add_exception_handler(RequestValidationError, validation_error)

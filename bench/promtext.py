@@ -7,7 +7,8 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-# Samples the harness uses (histogram _sum/_count pairs and counters), unlabelled.
+# Samples the harness uses (histogram _sum/_count pairs and counters), summed over their
+# labels (per-model series carry model and version).
 WANTED = (
     "classifier_batch_size_sum",
     "classifier_batch_size_count",
@@ -32,8 +33,8 @@ async def scrape(client: httpx.AsyncClient, base_url: str) -> dict[str, float] |
     values: dict[str, float] = {}
     for family in text_string_to_metric_families(response.text):
         for sample in family.samples:
-            if sample.name in WANTED and not sample.labels:
-                values[sample.name] = sample.value
+            if sample.name in WANTED:
+                values[sample.name] = values.get(sample.name, 0.0) + sample.value
     return values
 
 

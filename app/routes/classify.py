@@ -11,7 +11,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Depends, Query, Request
 
 from app.errors import ClientDisconnected, InternalError, ServiceError, ShuttingDown, Timeout
-from app.http_errors import error_body
+from app.http_errors import error_body, request_id
 from app.middleware import declare_body_limit
 from app.pipeline import Classified, Pipeline
 from app.routes.auth import require_api_key
@@ -134,11 +134,6 @@ def _render(pipeline: Pipeline, result: Classified, received: float) -> Classifi
     )
 
 
-def _request_id(request: Request) -> str | None:
-    value = request.scope.get("state", {}).get("request_id")
-    return value if isinstance(value, str) else None
-
-
 @router.post(
     "/classify",
     response_model=Classification,
@@ -160,7 +155,7 @@ async def classify(
         declare_body_limit(request, service.settings.max_upload_bytes)
         [(_, data)] = await read_images(request, "file", max_files=1)
         received = time.perf_counter()
-        work = pipeline.classify(data, k, _request_id(request))
+        work = pipeline.classify(data, k, request_id(request))
         result = await _bounded(request, service, work)
         return _render(pipeline, result, received)
 
@@ -182,7 +177,7 @@ async def classify_batch(
     """Send images as multipart fields `files`; each succeeds or fails on its own."""
     pipeline = _pick(service, model, version)
     k = pipeline.top_k(top_k)
-    settings, request_id = service.settings, _request_id(request)
+    settings, req_id = service.settings, request_id(request)
     with service.drain.track():
         declare_body_limit(request, settings.max_batch_upload_bytes)
         images = await read_images(request, "files", settings.max_batch_images)
@@ -190,12 +185,12 @@ async def classify_batch(
 
         async def one(data: bytes) -> Classification | ServiceError:
             try:
-                return _render(pipeline, await pipeline.classify(data, k, request_id), received)
+                return _render(pipeline, await pipeline.classify(data, k, req_id), received)
             except ServiceError as exc:
                 service.metrics.errors.labels(exc.code).inc()
                 return exc
             except Exception:
-                log.exception("unhandled error in a batch item (request id %s)", request_id)
+                log.exception("unhandled error in a batch item (request id %s)", req_id)
                 return InternalError("internal error; quote the request id when reporting it")
 
         work = asyncio.gather(*(one(data) for _, data in images))
