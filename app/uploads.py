@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException
+from starlette.datastructures import FormData, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
 
 from app.errors import (
@@ -30,13 +30,35 @@ async def read_images(request: Request, field: str, max_files: int) -> list[Uplo
         ) from None
 
 
+class _MultiPart(MultiPartParser):
+    """Starlette's parser, which also notices a body cut short: python-multipart accepts
+    one that ends before the closing boundary, whose parts would then look "missing"."""
+
+    complete = False
+
+    def on_end(self) -> None:
+        self.complete = True
+
+    async def parse_complete(self) -> FormData:
+        form = await self.parse()
+        if not self.complete:
+            await form.close()
+            for file in self._files_to_close_on_error:  # the part left open
+                file.close()
+            raise MalformedRequest("multipart body ends before its closing boundary")
+        return form
+
+
 async def _parse(request: Request, field: str, max_files: int) -> list[Upload]:
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media == "multipart/form-data":
+        parser = _MultiPart(
+            request.headers, request.stream(), max_files=max_files + 1, max_fields=max_files + 16
+        )
         try:
-            form = await request.form(max_files=max_files + 1, max_fields=max_files + 16)
-        except HTTPException as exc:
-            raise MalformedRequest(f"malformed multipart body: {exc.detail}") from None
+            form = await parser.parse_complete()
+        except MultiPartException as exc:
+            raise MalformedRequest(f"malformed multipart body: {exc.message}") from None
         try:
             uploads = [v for v in form.getlist(field) if isinstance(v, UploadFile)]
             if not uploads:

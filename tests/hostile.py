@@ -318,12 +318,18 @@ def _bad_requests() -> list[Case]:
             "malformed_request",
             **_raw_multipart(b"--other\r\n" + part + jpeg + b"\r\n--other--\r\n"),
         ),
-        # The part never ends, so the parser never hands over a file field.
+        # The part never ends: a malformed body, not a missing field.
         Case(
             "multipart_unterminated",
             400,
-            "missing_file",
+            "malformed_request",
             **_raw_multipart(b"--xyz\r\n" + part + jpeg[:500]),
+        ),
+        Case(
+            "multipart_without_closing_boundary",
+            400,
+            "malformed_request",
+            **_raw_multipart(b"--xyz\r\n" + part + jpeg + b"\r\n"),
         ),
         Case(
             "multipart_garbage",

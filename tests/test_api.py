@@ -410,3 +410,4 @@ async def test_failed_warm_up_is_reported_not_hidden(tiny_model: Path) -> None:
             error = assert_error(ready, 503, "not_ready")
             assert "cannot be served" in error["message"]
             assert "injected" not in error["message"]
+            assert "Error" not in error["message"]  # no exception class names

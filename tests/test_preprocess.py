@@ -16,7 +16,7 @@ from torchvision.models import DenseNet121_Weights
 from app.errors import ImageTooLarge, InvalidImage
 from app.model_spec import Recipe
 from app.preprocess import center_crop, decode, preprocess
-from tests import images
+from tests import hostile, images
 
 IMAGENET = Recipe(256, 224, "bilinear", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 CASES = images.cases()
@@ -180,3 +180,13 @@ def test_jpeg_draft_starts_at_twice_the_minimum_short_side(short_side: int, redu
     decoded = decode(data, 10**8, draft_short_side=512)
     assert (decoded.height < short_side) is reduced
     assert decoded.height >= 512
+
+
+def test_the_setting_is_the_one_pixel_limit() -> None:
+    """Above Pillow's own 179 M-pixel refusal: with a larger setting the header passes and
+    only the (truncated) data fails, so Pillow no longer caps the setting."""
+    header_only = hostile.png_with_size(15_000, 12_000)  # 180 M pixels claimed
+    with pytest.raises(InvalidImage):
+        decode(header_only, max_pixels=200_000_000)
+    with pytest.raises(ImageTooLarge, match="the limit is 100000000"):
+        decode(header_only, max_pixels=100_000_000)
