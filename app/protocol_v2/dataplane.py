@@ -199,7 +199,7 @@ async def _rows(works: Sequence[Awaitable[Inferred]], item: str | None) -> NDArr
     return np.stack([task.result().output for task in tasks])
 
 
-def _classified(rows: NDArray[np.float32], k: int, labels: list[str]) -> list[bytes]:
+def top_k_strings(rows: NDArray[np.float32], k: int, labels: list[str]) -> list[bytes]:
     """Top k of each row by value, ties to the lower index, as "value:index:label"."""
     return [
         f"{np.float32(value)!s}:{index}:{labels[index]}".encode()
@@ -213,7 +213,7 @@ def _render(pipeline: Pipeline, rows: NDArray[np.float32], wanted: RequestedOutp
     if wanted.classification is None:
         return OutputTensor(wanted.name, "FP32", (n, classes), bool(wanted.binary), array=rows)
     k = wanted.classification
-    strings = _classified(rows, k, pipeline.spec.labels)
+    strings = top_k_strings(rows, k, pipeline.spec.labels)
     return OutputTensor(wanted.name, BYTES, (n, k), bool(wanted.binary), elements=strings)
 
 
