@@ -300,3 +300,57 @@ async def test_v2_and_classify_requests_share_batches(tiny_model: Path) -> None:
         await together[0]
         assert (await together[1]).status_code == 200
         assert held.batch_sizes == [1, 2]
+
+
+async def test_readiness_follows_loading_and_draining(tiny_model: Path) -> None:
+    settings = settings_for(tiny_model)
+    held = ControlledEngine(load_engine(settings))
+    held.gate.clear()  # the warm-up cannot finish
+    async with serve(settings, lambda: held, wait_ready=False) as (app, client):
+        await asyncio.to_thread(held.started.wait, 30)
+        for path in ("/v2/health/ready", f"/v2/models/{MODEL}/ready"):
+            response = await client.get(path)
+            assert_v2_error(response, 503, "not_ready")
+            assert response.headers["retry-after"]
+        assert (await client.get("/v2/health/live")).status_code == 200
+        loading = await client.post("/v2/repository/index")
+        assert loading.json()[0]["state"] == "LOADING"
+        held.gate.set()
+        await wait_until(lambda: app.state.service.ready)
+        assert (await client.get("/v2/health/ready")).json() == {"ready": True}
+        app.state.service.drain.begin(5)
+        for path in ("/v2/health/ready", f"/v2/models/{MODEL}/ready"):
+            assert_v2_error(await client.get(path), 503, "shutting_down")
+        x = tensor(1)
+        body, headers = binary_request({"inputs": [fp32_input(x)]}, x.tobytes())
+        assert_v2_error(await client.post(INFER, content=body, headers=headers), 503)
+
+
+def errors_counted(metrics_text: str, code: str) -> float:
+    for line in metrics_text.splitlines():
+        if line.startswith(f'classifier_errors_total{{code="{code}"}} '):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_v2_errors_are_counted_with_the_v1_codes(v2: httpx.AsyncClient) -> None:
+    before = (await v2.get("/metrics")).text
+    chunk = length_prefixed(b"not an image")
+    body, headers = binary_request(
+        {
+            "inputs": [
+                {
+                    "name": "image",
+                    "shape": [1],
+                    "datatype": "BYTES",
+                    "parameters": {"binary_data_size": len(chunk)},
+                }
+            ]
+        },
+        chunk,
+    )
+    assert_v2_error(await v2.post(INFER, content=body, headers=headers), 400, "invalid_image")
+    assert_v2_error(await v2.get("/v2/models/nope"), 404, "model_not_found")
+    after = (await v2.get("/metrics")).text
+    for code in ("invalid_image", "model_not_found"):
+        assert errors_counted(after, code) == errors_counted(before, code) + 1
