@@ -58,14 +58,16 @@ lint: install-dev
 typecheck: install-dev
 	$(BIN)/mypy
 
-# Prometheus and Chromium (Debian packages) back the integration and browser tests;
-# outside CI those tests skip when the packages cannot be installed.
+# Prometheus and Chromium (Debian packages) back the integration and browser tests, and
+# .venv-kserve (KServe's SDK, kept apart: it pins older protobuf) the KServe client test;
+# outside CI those tests skip when they cannot be installed.
 pytest: install-dev
 	@scripts/install-prometheus.sh || [ -z "$$CI" ]
 	@scripts/install-chromium.sh || [ -z "$$CI" ]
+	@PYTHON=$(PYTHON) scripts/install-kserve-client.sh || [ -z "$$CI" ]
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .venv-kserve .mypy_cache .ruff_cache .pytest_cache

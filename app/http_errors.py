@@ -1,4 +1,10 @@
-"""ServiceError -> HTTP, in one place: the JSON error body, its headers, and the count."""
+"""ServiceError -> HTTP, in one place: the JSON error body, its headers, and the count.
+
+Two shapes: the service's own `{"error": {"code", "message", "request_id"}}`, and under
+/v2 the Open Inference Protocol's `{"error": "<message>"}` (KServe's v2 protocol, "HTTP/REST
+... Errors"), which Triton's and KServe's clients parse; there the stable code leads the
+message, and an invalid parameter is a 400 (the protocol's invalid-argument status).
+"""
 
 from __future__ import annotations
 
@@ -22,9 +28,22 @@ def error_body(error: ServiceError, request_id: str | None = None) -> dict[str, 
     return body
 
 
-def render(metrics: Metrics, error: ServiceError, request_id: str | None) -> JSONResponse:
-    """The response for `error`, counted."""
+def speaks_v2(path: str) -> bool:
+    """Whether `path` belongs to the Open Inference Protocol's routes."""
+    return path == "/v2" or path.startswith("/v2/")
+
+
+def render(
+    metrics: Metrics, error: ServiceError, request_id: str | None, path: str = ""
+) -> JSONResponse:
+    """The response for `error`, counted, in the shape of the protocol `path` speaks."""
     metrics.errors.labels(error.code).inc()
+    if speaks_v2(path):
+        return JSONResponse(
+            {"error": f"{error.code}: {error.message}"},
+            status_code=400 if error.status == 422 else error.status,
+            headers=error.headers(),
+        )
     return JSONResponse(
         {"error": error_body(error, request_id)},
         status_code=error.status,
@@ -43,7 +62,7 @@ def install(app: FastAPI, metrics: Metrics) -> None:
 
     async def service_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ServiceError)
-        return render(metrics, exc, request_id(request))
+        return render(metrics, exc, request_id(request), request.url.path)
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -52,12 +71,12 @@ def install(app: FastAPI, metrics: Metrics) -> None:
             for e in exc.errors()
         )
         error = InvalidParameter(problems or "invalid request")
-        return render(metrics, error, request_id(request))
+        return render(metrics, error, request_id(request), request.url.path)
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
         mapped = {404: NotFound, 405: MethodNotAllowed}.get(exc.status_code, MalformedRequest)
-        return render(metrics, mapped(str(exc.detail)), request_id(request))
+        return render(metrics, mapped(str(exc.detail)), request_id(request), request.url.path)
 
     app.add_exception_handler(ServiceError, service_error)
     app.add_exception_handler(RequestValidationError, validation_error)

@@ -16,6 +16,7 @@ from app import http_errors
 from app.config import Settings
 from app.metrics import Metrics
 from app.middleware import RequestContextMiddleware
+from app.protocol_v2 import routes as protocol_v2
 from app.repository import EngineLoader, LoadedModel, ModelRepository, load_models
 from app.routes import classify, ops, page
 from app.state import Service
@@ -117,6 +118,7 @@ def create_app(
     app.include_router(ops.router)
     if settings.ui:
         app.include_router(page.router_for(settings))
+    app.include_router(protocol_v2.router)
     http_errors.install(app, service.metrics)
     if settings.cors_origins:
         app.add_middleware(

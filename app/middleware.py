@@ -150,7 +150,7 @@ class RequestContextMiddleware:
         body = _Body(scope, receive, self)
 
         async def fail(error: ServiceError) -> None:
-            response = render(self.metrics, error, request_id)
+            response = render(self.metrics, error, request_id, scope.get("path", ""))
             await response(scope, receive, send_with_id)
 
         try:

@@ -69,6 +69,7 @@ class ModelSpec:
     recipe: Recipe
     input_name: str
     fixed_batch: int | None
+    output_name: str
     metadata_warnings: list[str] = field(default_factory=list)
 
     @property
@@ -160,5 +161,6 @@ def describe(
         recipe=recipe,
         input_name=inputs[0].name,
         fixed_batch=_dim(shape[0]),
+        output_name=outputs[0].name,
         metadata_warnings=warnings,
     )

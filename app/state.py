@@ -35,6 +35,12 @@ class Service:
             raise NotReady("the models are still loading; retry shortly")
         return self.repository
 
+    def check_ready(self) -> None:
+        """Readiness: raise (503) while loading, after a failed warm-up, or while draining."""
+        self.drain.check_admit()
+        for pipeline in self.models():
+            pipeline.check_ready()
+
     def update_ready_gauge(self) -> None:
         self.metrics.ready.set(1 if self.ready else 0)
 

@@ -3,7 +3,8 @@
 closed: N async clients, each sending its next image as soon as the last answer came back.
 open:   requests at a fixed arrival rate whatever the answers, then probes at concurrency 1
         to see how fast latency comes back to normal.
-Images go as raw ``image/jpeg`` bodies to ``POST /classify``. Only requests that finish
+Images go as raw ``image/jpeg`` bodies to ``POST /classify``, or with ``--request`` as
+Open Inference Protocol requests (bench/requests_v2.py). Only requests that finish
 inside the measurement window (after the warm-up) count. The result is one JSON object on
 stdout; /metrics is scraped at the window's edges so the caller can take deltas.
 """
@@ -23,6 +24,7 @@ from typing import Any
 import httpx
 
 from bench.promtext import scrape
+from bench.requests_v2 import KINDS, Request, prepare
 from bench.stats import latency_summary
 
 
@@ -38,16 +40,17 @@ class Outcome:
 class Recorder:
     outcomes: list[Outcome] = field(default_factory=list)
 
-    async def send(self, client: httpx.AsyncClient, url: str, body: bytes) -> Outcome:
+    async def send(self, client: httpx.AsyncClient, url: str, request: Request) -> Outcome:
         sent = time.monotonic()
+        body, headers = request
         try:
-            response = await client.post(url, content=body, headers={"content-type": "image/jpeg"})
+            response = await client.post(url, content=body, headers=headers)
             status = str(response.status_code)
         except httpx.HTTPError as exc:
             status, response = type(exc).__name__, None
         latency = time.monotonic() - sent
         timings = None
-        if status == "200" and response is not None:
+        if status == "200" and response is not None and url.endswith("/classify"):
             timings = response.json().get("timings")
         outcome = Outcome(sent, latency, status, timings)
         self.outcomes.append(outcome)
@@ -78,12 +81,13 @@ def _window(outcomes: list[Outcome], start: float, end: float) -> list[Outcome]:
     return [o for o in outcomes if start <= o.sent + o.latency_s <= end]
 
 
-async def closed_loop(args: argparse.Namespace, images: list[bytes]) -> dict[str, Any]:
+async def closed_loop(
+    args: argparse.Namespace, url: str, requests: list[Request]
+) -> dict[str, Any]:
     """Fixed concurrency; throughput and latency of what completes inside the window."""
     recorder = Recorder()
-    url = f"{args.url}/classify"
     stop_at = time.monotonic() + args.warmup + args.duration
-    bodies = itertools.cycle(images)
+    bodies = itertools.cycle(requests)
 
     async def worker(client: httpx.AsyncClient, offset: int) -> None:
         for _ in range(offset):
@@ -115,11 +119,10 @@ async def closed_loop(args: argparse.Namespace, images: list[bytes]) -> dict[str
     }
 
 
-async def open_loop(args: argparse.Namespace, images: list[bytes]) -> dict[str, Any]:
+async def open_loop(args: argparse.Namespace, url: str, requests: list[Request]) -> dict[str, Any]:
     """Fixed arrival rate for a bounded time, then concurrency-1 probes for recovery."""
     recorder = Recorder()
-    url = f"{args.url}/classify"
-    bodies = itertools.cycle(images)
+    bodies = itertools.cycle(requests)
     connections = max(16, int(args.rate * (args.timeout + 1)))
     async with _client(connections, args.timeout) as client:
         before = await scrape(client, args.url)
@@ -188,12 +191,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, default=10.0, help="open loop: requests/s")
     parser.add_argument("--recovery", type=float, default=10.0, help="open loop: probe seconds")
     parser.add_argument("--normal-latency-ms", type=float, default=100.0)
+    parser.add_argument("--request", choices=KINDS, default="classify", help="what to send")
     args = parser.parse_args(argv)
     images = [path.read_bytes() for path in sorted(args.images.glob("*.jpg"))]
     if not images:
         parser.error(f"no .jpg files in {args.images}")
+    url, requests = prepare(args.request, args.url, images)
     run = closed_loop if args.mode == "closed" else open_loop
-    json.dump(asyncio.run(run(args, images)), sys.stdout)
+    json.dump(asyncio.run(run(args, url, requests)), sys.stdout)
 
 
 if __name__ == "__main__":

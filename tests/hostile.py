@@ -20,7 +20,11 @@ from PIL import Image
 from tests import images
 
 UPLOAD_LIMIT = 2 * 1024 * 1024
-SETTINGS: dict[str, object] = {"max_upload_bytes": UPLOAD_LIMIT, "max_batch_images": 4}
+SETTINGS: dict[str, object] = {
+    "max_upload_bytes": UPLOAD_LIMIT,
+    "max_batch_images": 4,
+    "max_batch_upload_bytes": 8 * 1024 * 1024,  # also the v2 inference body limit
+}
 Part = tuple[str, tuple[str, bytes, str]]  # (field, (filename, content, content type))
 
 
@@ -37,11 +41,20 @@ class Case:
     params: dict[str, str] = field(default_factory=dict)
     path: str = "/classify"
     chunked: bool = False  # stream the body with no Content-Length
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def v2(self) -> bool:
+        """An Open Inference Protocol request: errors are {"error": "<code>: <message>"}."""
+        return self.path.startswith("/v2/")
 
     def _kwargs(self) -> dict[str, object]:
         kwargs: dict[str, object] = {"params": self.params}
+        headers = dict(self.headers)
         if self.content_type is not None:
-            kwargs["headers"] = {"content-type": self.content_type}
+            headers["content-type"] = self.content_type
+        if headers:
+            kwargs["headers"] = headers
         if self.parts:
             kwargs["files"] = list(self.parts)
         return kwargs
@@ -376,6 +389,8 @@ def _bad_requests() -> list[Case]:
 
 
 def corpus() -> list[Case]:
-    cases = [*_classified(), *_not_images(), *_too_large(), *_bad_requests()]
+    from tests import hostile_v2  # it builds on Case
+
+    cases = [*_classified(), *_not_images(), *_too_large(), *_bad_requests(), *hostile_v2.corpus()]
     assert len({case.name for case in cases}) == len(cases), "case names must be unique"
     return cases

@@ -56,6 +56,18 @@ ENDPOINTS = [
     "GET /models",
     "GET /models/{name}",
     "GET /models/{name}/versions/{version}",
+    "GET /v2",
+    "GET /v2/health/live",
+    "GET /v2/health/ready",
+    "GET /v2/models/{name}",
+    "GET /v2/models/{name}/versions/{version}",
+    "GET /v2/models/{name}/ready",
+    "GET /v2/models/{name}/versions/{version}/ready",
+    "GET /v2/models/{name}/config",
+    "GET /v2/models/{name}/versions/{version}/config",
+    "POST /v2/models/{name}/infer",
+    "POST /v2/models/{name}/versions/{version}/infer",
+    "POST /v2/repository/index",
 ]
 
 

@@ -86,6 +86,17 @@ def test_corpus_covers_the_issue() -> None:
         "top_k_above_classes",
         "top_k_text",
         "body_over_limit_chunked",
+        "v2_malformed_json",
+        "v2_header_length_past_end",
+        "v2_binary_size_disagrees_with_shape",
+        "v2_huge_declared_binary_size",
+        "v2_bytes_length_prefix_past_end",
+        "v2_base64_garbage",
+        "v2_missing_inputs",
+        "v2_extra_inputs",
+        "v2_unknown_request_parameter",
+        "v2_unknown_input_parameter",
+        "v2_unknown_output_parameter",
     ):
         assert required in names, required
     assert len(hostile.png_bomb()) < 200_000  # tiny file, 10^8 pixels
@@ -112,7 +123,13 @@ async def test_each_input_gets_its_documented_answer(
     assert response.headers["x-request-id"]
     assert_no_internals(response)
     body = response.json()
-    if case.code is None:
+    if case.v2 and case.code is None:
+        assert body["model_name"] == "densenet-tiny"
+        assert body["outputs"][0]["name"] == "logits"
+    elif case.v2:
+        assert set(body) == {"error"}
+        assert body["error"].startswith(f"{case.code}: ")
+    elif case.code is None:
         assert body["model"] == "densenet-tiny"
         assert len(body["predictions"]) == int(case.params.get("top_k", 5))
     else:

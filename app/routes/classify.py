@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from app.errors import ClientDisconnected, InternalError, ServiceError, ShuttingDown, Timeout
+from app.errors import InternalError, ServiceError
 from app.http_errors import error_body, request_id
 from app.middleware import declare_body_limit
 from app.pipeline import Classified, Pipeline
+from app.routes.admission import bounded, pick
 from app.routes.auth import require_api_key
 from app.schemas import (
     BatchClassification,
@@ -30,7 +30,6 @@ from app.uploads import read_images
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["classification"], dependencies=[Depends(require_api_key)])
 ServiceDep = Annotated[Service, Depends(get_service)]
-T = TypeVar("T")
 
 _BINARY = {"type": "string", "format": "binary"}
 _RAW_IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff")
@@ -75,47 +74,6 @@ ModelVersion = Annotated[
 ]
 
 
-def _pick(service: Service, model: str | None, version: int | None) -> Pipeline:
-    """Refuse early: draining, unknown model, not ready."""
-    service.drain.check_admit()
-    pipeline = service.models().find(model, version)
-    pipeline.check_ready()
-    return pipeline
-
-
-async def _until_disconnect(request: Request) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-
-
-async def _bounded(request: Request, service: Service, work: Awaitable[T]) -> T:
-    """Run `work` within the request timeout; abandon it if the client goes away or the
-    service is stopped outright."""
-    task = asyncio.ensure_future(work)
-    watchers = {
-        asyncio.ensure_future(_until_disconnect(request)): ClientDisconnected(
-            "client closed the connection"
-        ),
-        asyncio.ensure_future(service.drain.aborted.wait()): ShuttingDown(
-            "the service was stopped before this request finished"
-        ),
-    }
-    timeout = service.settings.request_timeout_s
-    try:
-        done, _ = await asyncio.wait(
-            {task, *watchers}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-        )
-        if task in done:
-            return task.result()
-        for watcher, error in watchers.items():
-            if watcher in done:
-                raise error
-        raise Timeout(f"image not classified within {timeout:g} s")
-    finally:
-        for pending in (task, *watchers):
-            pending.cancel()
-
-
 def _render(pipeline: Pipeline, result: Classified, received: float) -> Classification:
     return Classification(
         model=pipeline.name,
@@ -149,14 +107,14 @@ async def classify(
     version: ModelVersion = None,
 ) -> Classification:
     """Send one image as multipart field `file`, or as the raw body with an image/* type."""
-    pipeline = _pick(service, model, version)
+    pipeline = pick(service, model, version)
     k = pipeline.top_k(top_k)
     with service.drain.track():
         declare_body_limit(request, service.settings.max_upload_bytes)
         [(_, data)] = await read_images(request, "file", max_files=1)
         received = time.perf_counter()
         work = pipeline.classify(data, k, request_id(request))
-        result = await _bounded(request, service, work)
+        result = await bounded(request, service, work)
         return _render(pipeline, result, received)
 
 
@@ -175,7 +133,7 @@ async def classify_batch(
     version: ModelVersion = None,
 ) -> BatchClassification:
     """Send images as multipart fields `files`; each succeeds or fails on its own."""
-    pipeline = _pick(service, model, version)
+    pipeline = pick(service, model, version)
     k = pipeline.top_k(top_k)
     settings, req_id = service.settings, request_id(request)
     with service.drain.track():
@@ -194,7 +152,7 @@ async def classify_batch(
                 return InternalError("internal error; quote the request id when reporting it")
 
         work = asyncio.gather(*(one(data) for _, data in images))
-        outcomes = await _bounded(request, service, work)
+        outcomes = await bounded(request, service, work)
     results = [
         BatchItem(index=i, filename=filename, result=outcome)
         if isinstance(outcome, Classification)

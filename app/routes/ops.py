@@ -32,9 +32,7 @@ async def live() -> Health:
     responses={503: {"model": ErrorResponse, "description": "loading or shutting down"}},
 )
 async def ready(service: ServiceDep) -> Health:
-    service.drain.check_admit()
-    for pipeline in service.models():
-        pipeline.check_ready()
+    service.check_ready()
     return Health(status="ready")
 
 

@@ -1,0 +1,240 @@
+"""Requests of the Open Inference Protocol -> pipeline calls -> responses; model descriptions.
+
+Transport-free: the REST routes (and a gRPC front, if one is added) decode a request into
+`tensors.InferenceRequest`, call `infer`, and encode what it returns. Two inputs are
+accepted: the model's own tensor (FP32 [N,3,H,W], sent to the model as it is) and `image`
+(BYTES [N] or [N,1], each element an encoded image, preprocessed as /classify does). Each
+row goes through the model's own dynamic batcher, so v2 and /classify requests share
+batches. Outputs are the model's rows, or with the classification extension
+(Triton's "Classification Extension") the top K as "value:index:label".
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from app.errors import InvalidParameter, ServiceError
+from app.pipeline import Inferred, Pipeline
+from app.postprocess import top_k
+from app.protocol_v2.tensors import (
+    BYTES,
+    InferenceRequest,
+    InferenceResponse,
+    InputTensor,
+    OutputTensor,
+    RequestedOutput,
+)
+
+IMAGE_INPUT = "image"
+PLATFORM = "onnxruntime_onnx"
+LABEL_FILE = "labels.txt"
+# What `GET /v2` announces. Also served: POST /v2/repository/index (the read-only part of
+# the model repository extension; loading and unloading are not offered).
+EXTENSIONS = ("binary_tensor_data", "classification", "model_configuration")
+
+
+def _crop(pipeline: Pipeline) -> int:
+    return pipeline.spec.recipe.crop_size
+
+
+def model_metadata(pipeline: Pipeline, versions: Sequence[int]) -> dict[str, Any]:
+    """The protocol's model metadata: the model's one tensor in, its scores out."""
+    spec, crop = pipeline.spec, _crop(pipeline)
+    return {
+        "name": pipeline.name,
+        "versions": [str(v) for v in versions],
+        "platform": PLATFORM,
+        "inputs": [{"name": spec.input_name, "datatype": "FP32", "shape": [-1, 3, crop, crop]}],
+        "outputs": [
+            {"name": spec.output_name, "datatype": "FP32", "shape": [-1, spec.num_classes]}
+        ],
+    }
+
+
+def model_config(pipeline: Pipeline) -> dict[str, Any]:
+    """The model as Triton's model configuration (JSON form) describes it; clients such as
+    Triton's image_client.py read max_batch_size, the input format and dims from it."""
+    spec, settings = pipeline.spec, pipeline.settings
+    gpu = any(p.startswith(("CUDA", "Tensorrt")) for p in pipeline.engine.providers)
+    return {
+        "name": pipeline.name,
+        "platform": PLATFORM,
+        "backend": "onnxruntime",
+        "version_policy": {"all": {}},
+        "max_batch_size": pipeline.max_batch_size,
+        "input": [
+            {
+                "name": spec.input_name,
+                "data_type": "TYPE_FP32",
+                "format": "FORMAT_NCHW",
+                "dims": [3, _crop(pipeline), _crop(pipeline)],
+            }
+        ],
+        "output": [
+            {
+                "name": spec.output_name,
+                "data_type": "TYPE_FP32",
+                "dims": [spec.num_classes],
+                "label_filename": LABEL_FILE,
+            }
+        ],
+        "dynamic_batching": {
+            "max_queue_delay_microseconds": round(settings.max_batch_delay_ms * 1000)
+        },
+        "instance_group": [{"count": 1, "kind": "KIND_GPU" if gpu else "KIND_CPU"}],
+    }
+
+
+def repository_index(pipelines: Sequence[Pipeline], ready_only: bool) -> list[dict[str, str]]:
+    """Every served model version and its state, as Triton's repository index lists them."""
+    index = []
+    for p in pipelines:
+        state = "READY" if p.ready else "UNAVAILABLE" if p.warmup_failed else "LOADING"
+        if not ready_only or p.ready:
+            index.append({"name": p.name, "version": str(p.version), "state": state, "reason": ""})
+    return index
+
+
+def _expected(pipeline: Pipeline) -> str:
+    crop = _crop(pipeline)
+    return (
+        f"'{pipeline.spec.input_name}' (FP32 [N,3,{crop},{crop}]) or "
+        f"'{IMAGE_INPUT}' (BYTES [N], encoded images)"
+    )
+
+
+def _batch_size(pipeline: Pipeline, tensor: InputTensor) -> int:
+    n = tensor.shape[0] if tensor.shape else 0
+    if not 1 <= n <= pipeline.max_batch_size:
+        raise InvalidParameter(
+            f"input '{tensor.name}': batch size {n} is outside 1..{pipeline.max_batch_size} "
+            "(max_batch_size in the model configuration)"
+        )
+    return n
+
+
+def _images(pipeline: Pipeline, tensor: InputTensor) -> list[bytes]:
+    if tensor.datatype != BYTES or tensor.elements is None:
+        raise InvalidParameter(f"input '{IMAGE_INPUT}' must be BYTES, not {tensor.datatype}")
+    if len(tensor.shape) not in (1, 2) or tensor.shape[1:] not in ((), (1,)):
+        raise InvalidParameter(
+            f"input '{IMAGE_INPUT}' must have shape [N] or [N,1], not {list(tensor.shape)}"
+        )
+    _batch_size(pipeline, tensor)
+    return tensor.elements
+
+
+def _tensor(pipeline: Pipeline, tensor: InputTensor) -> NDArray[np.float32]:
+    crop = _crop(pipeline)
+    if tensor.datatype != "FP32" or tensor.array is None:
+        raise InvalidParameter(f"input '{tensor.name}' must be FP32, not {tensor.datatype}")
+    if len(tensor.shape) != 4 or tensor.shape[1:] != (3, crop, crop):
+        raise InvalidParameter(
+            f"input '{tensor.name}' must have shape [N,3,{crop},{crop}], not {list(tensor.shape)}"
+        )
+    n = _batch_size(pipeline, tensor)
+    batch = tensor.array.reshape(n, 3, crop, crop)
+    if not np.isfinite(batch).all():
+        raise InvalidParameter(f"input '{tensor.name}' contains NaN or infinite values")
+    return batch.astype(np.float32, copy=False)
+
+
+def _outputs(pipeline: Pipeline, request: InferenceRequest) -> list[RequestedOutput]:
+    spec, binary = pipeline.spec, request.binary_data_output
+    if request.outputs is None:
+        return [RequestedOutput(spec.output_name, binary)]
+    names = [o.name for o in request.outputs]
+    if len(set(names)) != len(names):
+        raise InvalidParameter(f"an output is requested twice: {names}")
+    for output in request.outputs:
+        if output.name != spec.output_name:
+            raise InvalidParameter(
+                f"unknown output '{output.name}'; this model's output is '{spec.output_name}'"
+            )
+        k = output.classification
+        if k is not None and not 1 <= k <= spec.num_classes:
+            raise InvalidParameter(
+                f"output '{output.name}': classification must be between 1 and "
+                f"{spec.num_classes} (the class count), not {k}"
+            )
+    return [
+        RequestedOutput(o.name, binary if o.binary is None else o.binary, o.classification)
+        for o in request.outputs
+    ]
+
+
+def _check_model(pipeline: Pipeline, request: InferenceRequest) -> None:
+    if request.model_name not in (None, pipeline.name):
+        raise InvalidParameter(
+            f"the body names model '{request.model_name}' but the URL '{pipeline.name}'"
+        )
+    if request.model_version not in (None, "", str(pipeline.version)):
+        raise InvalidParameter(
+            f"the body names version '{request.model_version}' but {pipeline.version} is used"
+        )
+
+
+async def _rows(works: Sequence[Awaitable[Inferred]], item: str | None) -> NDArray[np.float32]:
+    """Every row, in order; the first failure cancels the rest and is raised, naming the
+    item that failed (the protocol has no per-item errors)."""
+    tasks = [asyncio.ensure_future(work) for work in works]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:  # also when the request is abandoned (timeout, disconnect)
+        for task in tasks:
+            task.cancel()
+    # Every finished task's exception is read, so none is reported as never retrieved.
+    failures = [(i, t.exception()) for i, t in enumerate(tasks) if t in done and not t.cancelled()]
+    for i, error in failures:
+        if error is None:
+            continue
+        if isinstance(error, ServiceError) and item is not None:
+            raise type(error)(f"{item} {i} of {len(tasks)}: {error.message}") from error
+        raise error
+    return np.stack([task.result().output for task in tasks])
+
+
+def top_k_strings(rows: NDArray[np.float32], k: int, labels: list[str]) -> list[bytes]:
+    """Top k of each row by value, ties to the lower index, as "value:index:label"."""
+    return [
+        f"{np.float32(value)!s}:{index}:{labels[index]}".encode()
+        for row in rows
+        for index, value in top_k(row.astype(np.float64), k)
+    ]
+
+
+def _render(pipeline: Pipeline, rows: NDArray[np.float32], wanted: RequestedOutput) -> OutputTensor:
+    n, classes = rows.shape
+    if wanted.classification is None:
+        return OutputTensor(wanted.name, "FP32", (n, classes), bool(wanted.binary), array=rows)
+    k = wanted.classification
+    strings = top_k_strings(rows, k, pipeline.spec.labels)
+    return OutputTensor(wanted.name, BYTES, (n, k), bool(wanted.binary), elements=strings)
+
+
+async def infer(
+    pipeline: Pipeline, request: InferenceRequest, request_id: str | None = None
+) -> InferenceResponse:
+    """Check the request against the model (before any work), run every row, render."""
+    _check_model(pipeline, request)
+    if len(request.inputs) != 1:
+        names = ", ".join(f"'{t.name}'" for t in request.inputs) or "none"
+        raise InvalidParameter(f"send exactly one input, {_expected(pipeline)}; got {names}")
+    (given,) = request.inputs
+    wanted = _outputs(pipeline, request)
+    if given.name == IMAGE_INPUT and given.name != pipeline.spec.input_name:
+        images = _images(pipeline, given)
+        works = [pipeline.infer_image(data, request_id) for data in images]
+        rows = await _rows(works, f"input '{IMAGE_INPUT}' element")
+    elif given.name == pipeline.spec.input_name:
+        batch = _tensor(pipeline, given)
+        rows = await _rows([pipeline.infer_tensor(row, request_id) for row in batch], None)
+    else:
+        raise InvalidParameter(f"unknown input '{given.name}'; send {_expected(pipeline)}")
+    outputs = [_render(pipeline, rows, output) for output in wanted]
+    return InferenceResponse(pipeline.name, str(pipeline.version), outputs, request.id)

@@ -1,0 +1,228 @@
+"""HTTP/REST request bodies of the Open Inference Protocol -> `tensors.InferenceRequest`.
+
+A request body is the inference request JSON object (KServe's v2 protocol, "Inference
+Request JSON Object"), optionally followed by binary tensor data (Triton's "Binary Tensor
+Data Extension"): then `Inference-Header-Content-Length` gives the JSON's size, and each
+input carrying `binary_data_size` takes that many bytes, in input order, little-endian,
+row-major; BYTES elements are each a 4-byte little-endian length and the bytes. Binary
+numeric tensors are read with `np.frombuffer` (no copy, no Python lists). In JSON, BYTES
+elements are base64 strings, since the only BYTES input served is encoded images.
+gzip and deflate request bodies (as tritonclient sends them) are inflated within the
+route's body limit; other encodings get 415.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import math
+import struct
+import zlib
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import ValidationError
+from starlette.requests import ClientDisconnect, Request
+
+from app.errors import ClientDisconnected, MalformedRequest, PayloadTooLarge, UnsupportedMediaType
+from app.protocol_v2.rest_schema import Header, Input, problems
+from app.protocol_v2.tensors import (
+    BYTES,
+    NUMPY_TYPES,
+    InferenceRequest,
+    InputTensor,
+    RequestedOutput,
+)
+
+HEADER_LENGTH = "inference-header-content-length"
+MAX_BYTES_ELEMENTS = 1024  # per input: bounds the work a body of tiny elements can cause
+OFF_LOOP_BYTES = 256 * 1024  # JSON this large (or any compressed body) is parsed off the loop
+# Parsed JSON takes several times its size in Python objects: big tensors and images go
+# as binary data (a full batch of 224x224 FP32 tensors as JSON text stays well under this).
+MAX_JSON_BYTES = 32 * 1024 * 1024
+
+
+def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in ("gzip", "deflate"):
+        raise UnsupportedMediaType(
+            f"Content-Encoding '{encoding[:32]}' is not supported; send gzip, deflate or none"
+        )
+    inflater = zlib.decompressobj(32 + zlib.MAX_WBITS)  # zlib or gzip framing
+    try:
+        data = inflater.decompress(body, limit + 1)
+    except zlib.error:
+        raise MalformedRequest(f"the body is not valid {encoding} data") from None
+    if len(data) > limit or inflater.unconsumed_tail:
+        raise PayloadTooLarge(f"the {encoding} body inflates past the limit of {limit} bytes")
+    if not inflater.eof or inflater.unused_data:
+        raise MalformedRequest(f"the {encoding} body is truncated or has trailing bytes")
+    return data
+
+
+def _json_size(declared: str | None, body_size: int) -> int:
+    if declared is None:
+        return body_size
+    size = int(declared) if declared.strip().isdigit() else -1
+    if not 0 < size <= body_size:
+        raise MalformedRequest(
+            f"Inference-Header-Content-Length is '{declared[:32]}' but the body is "
+            f"{body_size} bytes; it must be the JSON header's size, 1..{body_size}"
+        )
+    return size
+
+
+def _flat(data: Any) -> list[Any]:
+    if not isinstance(data, list):
+        return [data]
+    return [item for element in data for item in _flat(element)]
+
+
+def _bytes_json(name: str, data: Any) -> list[bytes]:
+    elements = []
+    for i, element in enumerate(_flat(data)):
+        try:
+            elements.append(base64.b64decode(element, validate=True))
+        except (binascii.Error, TypeError, ValueError):
+            raise MalformedRequest(
+                f"input '{name}' element {i} is not a base64 string (BYTES in JSON are base64)"
+            ) from None
+    return elements
+
+
+def _bytes_binary(name: str, view: memoryview) -> list[bytes]:
+    elements: list[bytes] = []
+    position = 0
+    while position < len(view):
+        if position + 4 > len(view):
+            raise MalformedRequest(
+                f"input '{name}' element {len(elements)}: its 4-byte length runs past the end "
+                "of the input's binary data"
+            )
+        (size,) = struct.unpack_from("<I", view, position)
+        position += 4
+        if size > len(view) - position:
+            raise MalformedRequest(
+                f"input '{name}' element {len(elements)}: length {size} runs past the end of "
+                f"the input's binary data ({len(view) - position} bytes left)"
+            )
+        elements.append(bytes(view[position : position + size]))
+        position += size
+        if len(elements) > MAX_BYTES_ELEMENTS:
+            break
+    return elements
+
+
+def _numbers_json(raw: Input, dtype: np.dtype[Any]) -> NDArray[Any]:
+    try:
+        array: NDArray[Any] | None = np.asarray(raw.data)
+    except (ValueError, TypeError):  # ragged lists
+        array = None
+    allowed = "b" if dtype.kind == "b" else "iuf"
+    if array is None or array.dtype.kind not in allowed:
+        kind = "booleans" if dtype.kind == "b" else "numbers"
+        raise MalformedRequest(f"input '{raw.name}': data must be a (nested) list of {kind}")
+    with np.errstate(over="ignore", invalid="ignore"):  # out of range: refused later
+        return array.astype(dtype).reshape(-1)
+
+
+def _input(raw: Input, binary: memoryview, offset: int) -> tuple[InputTensor, int]:
+    """One input, and where the next input's binary data starts."""
+    name, shape = raw.name, tuple(raw.shape)
+    if any(dim < 0 for dim in shape):
+        raise MalformedRequest(f"input '{name}': shape {list(shape)} has a negative dimension")
+    count = math.prod(shape)
+    size = raw.parameters.binary_data_size if raw.parameters else None
+    if (size is None) == (raw.data is None):
+        raise MalformedRequest(f"input '{name}': send either 'data' or binary_data_size")
+    if size is not None and size > len(binary) - offset:
+        raise MalformedRequest(
+            f"input '{name}': binary_data_size {size} runs past the end of the body "
+            f"({len(binary) - offset} bytes of binary data left)"
+        )
+    if raw.datatype == BYTES:
+        if count > MAX_BYTES_ELEMENTS:
+            raise MalformedRequest(f"input '{name}': at most {MAX_BYTES_ELEMENTS} BYTES elements")
+        if size is None:
+            elements = _bytes_json(name, raw.data)
+        else:
+            elements = _bytes_binary(name, binary[offset : offset + size])
+        found = len(elements)
+        tensor = InputTensor(name, BYTES, shape, elements=elements)
+    elif raw.datatype in NUMPY_TYPES:
+        dtype = np.dtype(NUMPY_TYPES[raw.datatype])
+        if size is not None and size != count * dtype.itemsize:
+            raise MalformedRequest(
+                f"input '{name}': binary_data_size is {size} bytes but shape {list(shape)} of "
+                f"{raw.datatype} takes {count * dtype.itemsize}"
+            )
+        if size is None:
+            array = _numbers_json(raw, dtype)
+        else:
+            array = np.frombuffer(binary, dtype, count, offset)
+        found = array.size
+        tensor = InputTensor(name, raw.datatype, shape, array=array)
+    else:
+        raise MalformedRequest(f"input '{name}': unknown datatype '{raw.datatype}'")
+    if found != count:
+        raise MalformedRequest(
+            f"input '{name}' has {found} elements but shape {list(shape)} needs {count}"
+        )
+    return tensor, offset + (size or 0)
+
+
+def decode_request(
+    body: bytes, header_length: str | None, encoding: str, limit: int
+) -> InferenceRequest:
+    """A request body (JSON, maybe followed by binary tensor data) -> InferenceRequest."""
+    body = _inflate(body, encoding, limit)
+    json_size = _json_size(header_length, len(body))
+    if json_size > MAX_JSON_BYTES:
+        raise PayloadTooLarge(
+            f"the JSON part of the request is {json_size} bytes; the limit is {MAX_JSON_BYTES} "
+            "(send large tensors and images as binary tensor data)"
+        )
+    try:
+        header = Header.model_validate_json(body[:json_size])
+    except ValidationError as exc:
+        raise MalformedRequest(f"invalid inference request: {problems(exc)}") from None
+    binary, offset, inputs = memoryview(body)[json_size:], 0, []
+    for raw in header.inputs:
+        tensor, offset = _input(raw, binary, offset)
+        inputs.append(tensor)
+    if offset != len(binary):
+        raise MalformedRequest(
+            f"the body has {len(binary)} bytes of binary data after the JSON header but the "
+            f"inputs' binary_data_size add up to {offset}"
+        )
+    outputs = None
+    if header.outputs is not None:
+        outputs = [
+            RequestedOutput(o.name, p.binary_data, p.classification)
+            if (p := o.parameters)
+            else RequestedOutput(o.name)
+            for o in header.outputs
+        ]
+    binary_output = header.parameters.binary_data_output if header.parameters else False
+    return InferenceRequest(
+        inputs, outputs, header.id, binary_output, header.model_name, header.model_version
+    )
+
+
+async def read_request(request: Request, limit: int) -> InferenceRequest:
+    """The request's body, decoded; large JSON and compressed bodies are parsed on a thread
+    so that one request does not hold up the event loop."""
+    try:
+        body = await request.body()
+    except ClientDisconnect:
+        raise ClientDisconnected("client closed the connection during the upload") from None
+    declared = request.headers.get(HEADER_LENGTH)
+    encoding = request.headers.get("content-encoding", "").strip().lower()
+    json_size = int(declared) if declared and declared.isdigit() else len(body)
+    args = (body, declared, encoding, limit)
+    if encoding not in ("", "identity") or json_size > OFF_LOOP_BYTES:
+        return await asyncio.to_thread(decode_request, *args)
+    return decode_request(*args)

@@ -1,0 +1,77 @@
+"""The protocol's inference request and response as plain data, whatever the transport.
+
+A REST body (JSON plus binary tensor data) or a future gRPC message decodes into an
+`InferenceRequest`; the data plane answers with an `InferenceResponse` that the same
+transport encodes. Numeric tensors are numpy arrays, BYTES tensors lists of bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+# The protocol's numeric datatypes and their little-endian numpy equivalents (BYTES is
+# variable-length and handled apart; BF16 has no numpy type and is not accepted).
+NUMPY_TYPES: dict[str, str] = {
+    "BOOL": "?",
+    "UINT8": "u1",
+    "UINT16": "<u2",
+    "UINT32": "<u4",
+    "UINT64": "<u8",
+    "INT8": "i1",
+    "INT16": "<i2",
+    "INT32": "<i4",
+    "INT64": "<i8",
+    "FP16": "<f2",
+    "FP32": "<f4",
+    "FP64": "<f8",
+}
+BYTES = "BYTES"
+
+
+@dataclass(frozen=True)
+class InputTensor:
+    """One request input: numeric data as a flat array, or BYTES elements in order."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    array: NDArray[np.generic] | None = None
+    elements: list[bytes] | None = None
+
+
+@dataclass(frozen=True)
+class RequestedOutput:
+    name: str
+    binary: bool | None = None  # None: as the request's binary_data_output says
+    classification: int | None = None  # top-K as "value:index:label" strings
+
+
+@dataclass(frozen=True)
+class InferenceRequest:
+    inputs: list[InputTensor]
+    outputs: list[RequestedOutput] | None = None  # None: every output
+    id: str | None = None
+    binary_data_output: bool = False
+    model_name: str | None = None  # some clients repeat the URL's model in the body
+    model_version: str | None = None
+
+
+@dataclass(frozen=True)
+class OutputTensor:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    binary: bool
+    array: NDArray[np.generic] | None = None
+    elements: list[bytes] | None = None
+
+
+@dataclass(frozen=True)
+class InferenceResponse:
+    model_name: str
+    model_version: str
+    outputs: list[OutputTensor]
+    id: str | None = None

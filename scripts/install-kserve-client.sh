@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Makes .venv-kserve, a virtualenv holding KServe's Python SDK, for
+# tests/test_kserve_client.py. kserve pins older versions of packages (protobuf among them)
+# than the project's own .venv carries, so it cannot share it. Idempotent and quiet.
+set -euo pipefail
+
+PYTHON=${PYTHON:-python3}
+VENV=${KSERVE_VENV:-.venv-kserve}
+[[ -x $VENV/bin/python ]] && "$VENV/bin/python" -c "import kserve" 2>/dev/null && exit 0
+echo "install-kserve-client: installing kserve into $VENV" >&2
+"$PYTHON" -m venv "$VENV"
+"$VENV/bin/pip" install --quiet 'kserve>=0.14'
+"$VENV/bin/python" -c "import kserve"
