@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # The base image for scripts/container-test.sh: Debian bookworm with Debian's Python 3.11,
 # bootstrapped from the Debian archive this machine's apt already uses (no registry), and
 # made to behave like python:*-slim where the Dockerfile relies on it. Sourced, not run.

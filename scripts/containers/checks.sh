@@ -1,5 +1,8 @@
+# shellcheck shell=bash
 # The CPU image for scripts/container-test.sh: building it, checking what it holds, and
 # running it the way README "Run with Docker" does. Sourced, not run.
+# Reads IMAGE, BASE_IMAGE, PHOTO, PY and WORK, set by scripts/container-test.sh.
+# shellcheck disable=SC2153
 
 READY_DEADLINE_S=180 # model load and warm-up on a busy 2-core machine
 STOP_GRACE_S=40      # README: --stop-timeout 40 (compose: stop_grace_period: 40s)
@@ -88,11 +91,23 @@ print("CA bundle:", hashlib.sha256(open(bundle, "rb").read()).hexdigest())
 ' /etc/pip.conf /etc/xdg/pip /root/.config /root/.pip $(cat "$WORK/host-paths")
 }
 
+# Waits until the container answers ready, failing at once if it stops running (a
+# broken entrypoint, a crash on a read-only root) rather than at the deadline.
+wait_ready() {
+    local cid=$1 url=$2 deadline=$((SECONDS + READY_DEADLINE_S))
+    until "$PY" scripts/containers/probe.py ready "$url" 5 2>/dev/null; do
+        if [[ $(podman container inspect --format '{{.State.Running}}' "$cid") != true ]]; then
+            podman logs --tail 30 "$cid" >&2
+            fail "the container exited with $(podman container inspect --format '{{.State.ExitCode}}' "$cid") before it was ready"
+        fi
+        ((SECONDS < deadline)) || { podman logs --tail 30 "$cid" >&2; fail "not ready within ${READY_DEADLINE_S} s"; }
+    done
+}
+
 # Checks of a started classifier container, through URL (its published port).
 check_service() {
     local cid=$1 url=$2 hpid uids
-    "$PY" scripts/containers/probe.py ready "$url" "$READY_DEADLINE_S" ||
-        { podman logs --tail 30 "$cid" >&2; fail "not ready"; }
+    wait_ready "$cid" "$url"
     podman healthcheck run "$cid" >/dev/null || fail "podman healthcheck run: unhealthy"
     say "ok: podman healthcheck run passes"
     "$PY" scripts/containers/probe.py classify "$url" "$PHOTO" || fail "/classify"
@@ -114,10 +129,11 @@ check_service() {
 }
 
 # README: docker run --init --rm -p 8000:8000 --read-only --tmpfs /tmp --stop-timeout 40
+# Without --rm, so that the exit code and log outlive the container; removed by id.
 readme_run() {
     local port=$1 cid
     shift
-    podman run --detach --init --rm --cidfile "$WORK/cid" -p "127.0.0.1:$port:8000" \
+    podman run --detach --init --cidfile "$WORK/cid" -p "127.0.0.1:$port:8000" \
         --read-only --tmpfs /tmp --stop-timeout "$STOP_GRACE_S" "$@" >/dev/null
     cid=$(cat "$WORK/cid")
     rm -f "$WORK/cid"
@@ -131,23 +147,18 @@ check_podman_run() {
     say "podman run as README shows, on 127.0.0.1:$port"
     cid=$(readme_run "$port" "$IMAGE")
     check_service "$cid" "http://127.0.0.1:$port"
-    podman stop --time "$STOP_GRACE_S" "$cid" >/dev/null
+    podman rm --force --time "$STOP_GRACE_S" "$cid" >/dev/null
 }
 
-# The same command without --rm (the exit code is read afterwards) and with a long batch
-# delay, so that the 8 requests provably wait in the queue when SIGTERM arrives.
+# The same command with a long batch delay, so that the 8 requests provably wait in the
+# queue when SIGTERM arrives.
 check_podman_stop_drains() {
     local port cid code
     port=$(free_port)
-    podman run --detach --init --cidfile "$WORK/cid" -p "127.0.0.1:$port:8000" \
-        --read-only --tmpfs /tmp --stop-timeout "$STOP_GRACE_S" \
-        -e DENSENET_MAX_BATCH_DELAY_MS=20000 -e DENSENET_MAX_BATCH_SIZE=64 "$IMAGE" >/dev/null
-    cid=$(cat "$WORK/cid")
-    rm -f "$WORK/cid"
-    track container "$cid"
+    cid=$(readme_run "$port" -e DENSENET_MAX_BATCH_DELAY_MS=20000 -e DENSENET_MAX_BATCH_SIZE=64 \
+        "$IMAGE")
     say "podman stop during 8 requests in flight"
-    "$PY" scripts/containers/probe.py ready "http://127.0.0.1:$port" "$READY_DEADLINE_S" ||
-        fail "the drain container is not ready"
+    wait_ready "$cid" "http://127.0.0.1:$port"
     "$PY" scripts/containers/probe.py drain "http://127.0.0.1:$port" "$PHOTO" 8 "$STOP_GRACE_S" \
         -- podman stop --time "$STOP_GRACE_S" "$cid" || fail "drain on podman stop"
     code=$(podman inspect --format '{{.State.ExitCode}}' "$cid")

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # docker-compose.yml's CPU service and Prometheus under podman-compose, for
 # scripts/container-test.sh. Sourced, not run.
 #

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by scripts/container-test.sh: messages, the tools, podman's per-run
 # configuration, and the record of everything the run creates (removed by id on exit).
 # Sourced, not run; expects WORK (this run's scratch directory) to be set.
@@ -86,7 +87,7 @@ track_compose_project() {
 remove_kind() {
     local kind=$1 id
     shift
-    for id in $(awk -v k="$kind" '$1 == k { print $2 }' "$WORK/created" | sort -u); do
+    awk -v k="$kind" '$1 == k { print $2 }' "$WORK/created" | sort -u | while read -r id; do
         "$@" "$id" >/dev/null 2>&1 || true
     done
 }
