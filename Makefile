@@ -66,8 +66,8 @@ pytest: install-dev
 	$(BIN)/python -m pytest
 
 # The CPU image built and run with podman on a locally bootstrapped Debian base, with
-# compose and Prometheus (README "Container checks"). About 5 minutes and 7 GB of disk
-# while it builds; outside CI it skips when podman cannot be installed.
+# compose and Prometheus (README "Container checks"). About 6 to 8 minutes and 7 GB of
+# disk while it builds; outside CI it skips when podman cannot be installed.
 containers: install-dev
 	BIN=$(BIN) scripts/container-test.sh
 

@@ -79,7 +79,8 @@ track_new_images() {
 track_compose_project() {
     local label="label=io.podman.compose.project=$1" id
     for id in $(podman ps --all --quiet --no-trunc --filter "$label"); do track container "$id"; done
-    for id in $(podman pod ps --quiet --no-trunc --filter "$label"); do track pod "$id"; done
+    # podman-compose names its pod but does not label it.
+    for id in $(podman pod ps --quiet --no-trunc --filter "name=^pod_$1\$"); do track pod "$id"; done
     for id in $(podman network ls --quiet --no-trunc --filter "$label"); do track network "$id"; done
     for id in $(podman volume ls --quiet --filter "$label"); do track volume "$id"; done
 }
