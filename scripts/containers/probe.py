@@ -64,10 +64,12 @@ def classify(url: str, image: Path) -> None:
 
 
 def queue_depth(url: str) -> float:
-    for line in httpx.get(f"{url}/metrics", timeout=2).text.splitlines():
-        if line.startswith("classifier_queue_depth "):
-            return float(line.split()[1])
-    return 0.0
+    """Images waiting, summed over the served models (the gauge has a series per model)."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in httpx.get(f"{url}/metrics", timeout=2).text.splitlines()
+        if line.startswith(("classifier_queue_depth ", "classifier_queue_depth{"))
+    )
 
 
 def drain(url: str, image: Path, count: int, grace_s: float, stop: list[str]) -> None:
