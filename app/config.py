@@ -47,6 +47,20 @@ class Settings(BaseSettings):
         description="'auto' (CUDA when onnxruntime-gpu sees a GPU, else CPU) or a comma-separated "
         "list of ONNX Runtime execution providers; an unavailable one is a start-up error.",
     )
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = Field(
+        "fp32",
+        description="Numeric precision the models compute in. fp32: ONNX Runtime, exact "
+        "(PyTorch parity within 1e-4). bf16: the OpenVINO runtime on a CPU with native bf16 "
+        "(AVX512-BF16 or AMX). fp16: ONNX Runtime on CUDA with an fp16 export. auto: fp16/fp32 "
+        "as stored on a GPU, else bf16 where native, else fp32. One the hardware would only "
+        "emulate is a start-up error.",
+    )
+    cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = Field(
+        "EXHAUSTIVE",
+        description="CUDA only: how cuDNN picks convolution algorithms, per input shape at "
+        "warm-up. EXHAUSTIVE benchmarks them all (slowest start, fastest batches), HEURISTIC "
+        "asks cuDNN's heuristics, DEFAULT takes the first that fits.",
+    )
     intra_op_threads: int = Field(
         0, ge=0, description="ONNX Runtime intra-op threads; 0 = the CPUs available to the process."
     )

@@ -30,13 +30,14 @@ def _announce(repository: ModelRepository, settings: Settings) -> None:
         for warning in pipeline.warnings:
             log.warning("%s v%d: %s", pipeline.name, pipeline.version, warning)
         log.info(
-            "serving %s v%d (%s, %s weights, %s, %d classes) on %s; batches of up to %d",
+            "serving %s v%d (%s, %s weights, %d classes) in %s on %s (%s); batches of up to %d",
             pipeline.name,
             pipeline.version,
             spec.arch or "unknown architecture",
             spec.weights,
-            spec.precision,
             spec.num_classes,
+            pipeline.engine.precision,
+            pipeline.engine.runtime,
             ", ".join(pipeline.engine.providers),
             pipeline.max_batch_size,
         )

@@ -22,6 +22,7 @@ from PIL import Image
 from app.batching import DynamicBatcher, InferenceDevice
 from app.config import Settings
 from app.engine import Engine
+from app.engine import warm_up as warm_up_engine
 from app.errors import InvalidImage, InvalidParameter, NotReady, Overloaded, ServiceError
 from app.metrics import Metrics
 from app.postprocess import softmax, top_k
@@ -100,7 +101,7 @@ class Pipeline:
             str(version),
             self.spec.arch or "",
             self.spec.weights,
-            self.spec.precision,
+            engine.precision,
             ",".join(engine.providers),
         ).set(1)
 
@@ -146,7 +147,7 @@ class Pipeline:
             )
         )
         runs, size = self.settings.warmup_runs, self.max_batch_size
-        await device.call(self.engine.warm_up, runs, size)
+        await device.call(warm_up_engine, self.engine, runs, size)
         self.warmed_up = True
         self._metrics.ready.set(1)
 

@@ -17,10 +17,11 @@ from pathlib import Path
 
 from app.batching import InferenceDevice
 from app.config import Settings
-from app.engine import Engine
+from app.engine import Engine, open_engine
 from app.errors import ModelLoadError, ModelNotFound, ServiceError
 from app.metrics import Metrics
 from app.pipeline import Pipeline
+from app.precision import Hardware, choose, detect_hardware
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +77,21 @@ def discover(repository: Path) -> list[tuple[str, int, Path]]:
     return found
 
 
-def default_engine_loader(settings: Settings) -> EngineLoader:
+def default_engine_loader(settings: Settings, hardware: Hardware | None = None) -> EngineLoader:
+    """Loads each file in the runtime and precision chosen once for the service;
+    ModelLoadError at once when the precision asked for is not native here."""
+    hardware = hardware or detect_hardware(settings.precision)
+    choice = choose(settings.precision, hardware, settings.provider_list())
+    log.info(
+        "precision %s: %s on %s (%s)",
+        settings.precision,
+        choice.runtime,
+        ", ".join(choice.providers),
+        choice.reason,
+    )
+
     def load(path: Path) -> Engine:
-        return Engine(path, settings.provider_list(), settings.resolved_intra_op_threads())
+        return open_engine(path, choice, settings)
 
     return load
 

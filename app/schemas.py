@@ -67,7 +67,11 @@ class ModelInfo(BaseModel):
     arch: str | None
     weights: str = Field(description="imagenet, random, checkpoint or unknown.")
     weights_source: str | None
-    precision: str = Field(description="Numeric precision the model runs in, e.g. fp32.")
+    precision: str = Field(
+        description="Numeric precision the model computes in as served: fp32, bf16 or fp16."
+    )
+    stored_precision: str = Field(description="How the file stores its weights: fp32 or fp16.")
+    runtime: str = Field(description="The runtime that runs it: onnxruntime or openvino.")
     input_shape: list[int | str]
     num_classes: int
     preprocessing: dict[str, object]

@@ -13,9 +13,13 @@ from numpy.typing import NDArray
 from app.engine import Engine
 
 
-class ControlledEngine(Engine):
-    def __init__(self, inner: Engine) -> None:  # shares the real session; no second load
-        self.session, self.spec, self.providers = inner.session, inner.spec, inner.providers
+class ControlledEngine:
+    """Wraps a real engine (no second load); warm-up goes through `run` too."""
+
+    def __init__(self, inner: Engine) -> None:
+        self.inner = inner
+        self.spec, self.runtime, self.precision = inner.spec, inner.runtime, inner.precision
+        self.providers, self.warm_every_batch_size = inner.providers, inner.warm_every_batch_size
         self.gate = threading.Event()
         self.gate.set()
         self.fail_next = 0
@@ -30,4 +34,4 @@ class ControlledEngine(Engine):
             self.fail_next -= 1
             raise RuntimeError("injected inference failure")
         self.batch_sizes.append(len(batch))
-        return super().run(batch)
+        return self.inner.run(batch)

@@ -9,12 +9,16 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from app.engine import Engine, resolve_providers
+from app.engine import Engine, warm_up
 from app.errors import ModelLoadError
+from app.precision import CPU, EngineChoice, resolve_providers
+from app.runtimes.onnxruntime import OnnxRuntimeEngine
+
+FP32_CPU = EngineChoice("onnxruntime", "fp32", (CPU,), "test")
 
 
-def load(path: Path, providers: list[str] | None = None) -> Engine:
-    return Engine(path, providers, intra_op_threads=1)
+def load(path: Path) -> Engine:
+    return OnnxRuntimeEngine(path, FP32_CPU, intra_op_threads=1)
 
 
 def test_loads_exported_model(tiny_model: Path) -> None:
@@ -28,7 +32,7 @@ def test_loads_exported_model(tiny_model: Path) -> None:
     logits = engine.run(np.zeros((3, 3, 224, 224), np.float32))
     assert logits.shape == (3, 1000)
     assert logits.dtype == np.float32
-    engine.warm_up(runs=1, batch_size=4)
+    warm_up(engine, runs=1, batch_size=4)
 
 
 def test_missing_metadata_gets_defaults_with_warnings(tmp_path: Path, tiny_model: Path) -> None:
@@ -153,13 +157,17 @@ def test_models_that_are_not_nchw_classifiers(
 def test_fixed_batch_of_one_is_served(tmp_path: Path) -> None:
     engine = load(graph_model(tmp_path, [1, 3, 224, 224], [1, 3]))
     assert engine.spec.fixed_batch == 1
-    engine.warm_up(runs=1, batch_size=8)  # clamps to the model's batch of one
+    warm_up(engine, runs=1, batch_size=8)  # clamps to the model's batch of one
 
 
 def test_providers() -> None:
-    assert resolve_providers(None) == ["CPUExecutionProvider"]  # no GPU on these machines
-    assert resolve_providers(["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    cpu_only = ("CPUExecutionProvider",)
+    assert resolve_providers(None, cpu_only) == ["CPUExecutionProvider"]
+    assert (
+        resolve_providers(None, ("CUDAExecutionProvider", *cpu_only))[0] == "CUDAExecutionProvider"
+    )
+    assert resolve_providers(["CPUExecutionProvider"], cpu_only) == ["CPUExecutionProvider"]
     with pytest.raises(ModelLoadError, match="not available"):
-        resolve_providers(["CUDAExecutionProvider", "CPUExecutionProvider"])
+        resolve_providers(["CUDAExecutionProvider", "CPUExecutionProvider"], cpu_only)
     with pytest.raises(ModelLoadError, match="not available"):
-        resolve_providers(["NoSuchExecutionProvider"])
+        resolve_providers(["NoSuchExecutionProvider"], cpu_only)

@@ -58,7 +58,9 @@ def _info(service: Service, pipeline: Pipeline) -> ModelInfo:
         arch=spec.arch,
         weights=spec.weights,
         weights_source=spec.weights_source,
-        precision=spec.precision,
+        precision=pipeline.engine.precision,
+        stored_precision=spec.precision,
+        runtime=pipeline.engine.runtime,
         input_shape=["N", 3, recipe.crop_size, recipe.crop_size],
         num_classes=spec.num_classes,
         preprocessing={

@@ -1,0 +1,1 @@
+"""Engine implementations, one per runtime (see app/engine.py)."""
