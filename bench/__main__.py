@@ -1,4 +1,5 @@
-"""``python -m bench run --name NAME [--smoke]``: the benchmark harness of issue 5.
+"""``python -m bench run --name NAME [--smoke]``: the benchmark harness of issue 5;
+``python -m bench gpu``: the GPU run (bench/gpu.py).
 
 Exports a seeded random checkpoint of the model to ONNX, then measures, one after another
 and each in its own process: the engine-only ceiling, the service (defaults), the service
@@ -13,9 +14,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
-from bench import report, runner
+from bench import gpu, report, runner
 from bench.plan import MODE_KEYS, REFERENCE, SMOKE, Plan
 
 RESULTS_DIR = Path(__file__).parent / "results"
@@ -44,6 +46,7 @@ def customize(plan: Plan, args: argparse.Namespace) -> Plan:
         only=only,
         concurrencies=concurrencies,
         overload_s=0.0 if args.no_overload else plan.overload_s,
+        precisions=tuple(args.precisions.split(",")) if args.precisions else (),
     )
 
 
@@ -67,12 +70,24 @@ def main(argv: list[str] | None = None) -> None:
     )
     run.add_argument("--concurrencies", help="closed-loop concurrencies, e.g. 1,16")
     run.add_argument("--no-overload", action="store_true", help="skip the open-loop step")
+    run.add_argument(
+        "--precisions",
+        help="DENSENET_PRECISION values side by side, e.g. fp32,bf16: an engine ceiling and a "
+        "service mode (web photos) for each, instead of the usual modes",
+    )
     run.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     rep = commands.add_parser("report", help="rewrite NAME.md and NAME.png from NAME.json")
     rep.add_argument("name")
     rep.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    gpu.add_arguments(commands.add_parser("gpu", help="the GPU run (bench/gpu.py)"))
     args = parser.parse_args(argv)
-    if args.command == "report":
+    if args.command == "gpu":
+        try:
+            paths = gpu.run(args)
+        except gpu.GpuUnavailable as exc:
+            print(f"python -m bench gpu: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+    elif args.command == "report":
         result = json.loads((args.results_dir / f"{args.name}.json").read_text())
         paths = report.write(result, args.results_dir)
     else:

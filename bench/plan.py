@@ -47,11 +47,24 @@ class Plan:
     patience_s: float
     service_env: dict[str, str] = field(default_factory=dict)
     only: tuple[str, ...] = ()  # MODE_KEYS to run; empty: all
+    # DENSENET_PRECISION values to compare side by side: one engine ceiling and one service
+    # mode (web photos) each, instead of the modes above. Empty: the usual modes.
+    precisions: tuple[str, ...] = ()
+
+    def engine_precisions(self) -> tuple[str, ...]:
+        """The precisions the engine ceiling is measured in (the service's, by default)."""
+        return self.precisions or (self.service_env.get("DENSENET_PRECISION", "fp32"),)
 
     def modes(self, draft_default: bool) -> list[Mode]:
         """The service (defaults), its batch-size-1 variant, the other JPEG decode setting on
-        large photos, and the PyTorch baseline, all on the same model file; `only` picks."""
+        large photos, and the PyTorch baseline, all on the same model file; `only` picks.
+        With `precisions`: one service mode per precision instead."""
         web = tuple(Step("web", c) for c in self.concurrencies)
+        if self.precisions:
+            return [
+                Mode(f"service {p}", "service", {**self.service_env, "DENSENET_PRECISION": p}, web)
+                for p in self.precisions
+            ]
         phone = tuple(Step("phone", c) for c in self.phone_concurrencies)
         overload = (Step("web", overload=True),) if self.overload_s > 0 else ()
         other_draft = "false" if draft_default else "true"

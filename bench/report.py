@@ -11,8 +11,9 @@ from bench.targets import check
 
 STEP_HEADER = (
     "| mode | images | concurrency | img/s | p50 ms | p95 ms | p99 ms | status counts "
-    "| mean batch | queue wait ms | peak RSS MB | server CPU | load generator CPU | other CPU |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    "| mean batch | queue wait ms | peak RSS MB | server CPU | server CPU ms/img "
+    "| load generator CPU | other CPU |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -29,7 +30,8 @@ def _step_row(mode: str, step: dict[str, Any]) -> str:
         f"| {_num(lat['p50'], 0)} | {_num(lat['p95'], 0)} | {_num(lat['p99'], 0)} "
         f"| {statuses} | {_num(m.get('mean_batch_size'), 2)} "
         f"| {_num(m.get('mean_queue_wait_ms'))} | {_num(step['peak_rss_mb'], 0)} "
-        f"| {_num(step.get('server_cpu_cores'), 2)} | {_num(step.get('loadgen_cpu_cores'), 2)} "
+        f"| {_num(step.get('server_cpu_cores'), 2)} | {_num(step.get('server_cpu_ms_per_image'))} "
+        f"| {_num(step.get('loadgen_cpu_cores'), 2)} "
         f"| {_num(step.get('other_cpu_cores'), 2)}{' (noisy)' if is_noisy(step) else ''} |"
     )
 
@@ -65,6 +67,44 @@ def _probe_line(modes: dict[str, Any]) -> str:
     return f"Same-model check on {first['photo']}: " + "; ".join(parts) + "."
 
 
+def _precision_row(result: dict[str, Any], precision: str, engine: dict[str, Any]) -> str:
+    mode = f"service {precision}"
+    steps = {s["concurrency"]: s for s in result["modes"].get(mode, {}).get("steps", [])}
+    c16 = steps.get(16) or {}
+    service = [f"{_num(steps[c]['throughput'])}" if c in steps else "-" for c in (1, 16, 64)]
+    ratio = c16["throughput"] / engine["throughput"] if c16 else None
+    cpu = c16.get("server_cpu_ms_per_image")
+    cpu_ratio = cpu / engine["cpu_ms_per_image"] if cpu and engine.get("cpu_ms_per_image") else None
+    noisy = " (noisy)" if is_noisy(c16) or is_noisy(engine) else ""
+    return (
+        f"| {precision} | {engine.get('runtime', '-')} | {_num(engine['throughput'])} "
+        f"(batch {engine['best_batch_size']}) | {_num(engine.get('cpu_ms_per_image'))} "
+        f"| {' / '.join(service)} | {_num(ratio, 2)} | {_num(cpu)} | {_num(cpu_ratio, 2)}{noisy} |"
+    )
+
+
+def _precision_lines(result: dict[str, Any]) -> list[str]:
+    """fp32 and bf16 (or any precisions) side by side, when the run compared them."""
+    engines = result.get("engines") or {}
+    if len(engines) < 2:
+        return []
+    lines = [
+        "",
+        "## Precisions side by side",
+        "",
+        "Engine: best img/s over the batch sizes (mean of the readings before and after the "
+        "HTTP steps) and the engine process's CPU time per image at that batch. Service: web "
+        "photos at 1 / 16 / 64 clients; server CPU per image is the server process's CPU "
+        "time (/proc) over the images it answered at 16 clients.",
+        "",
+        "| precision | runtime | engine img/s | engine CPU ms/img | service img/s at 1 / 16 / 64 "
+        "| service 16 / engine | server CPU ms/img at 16 | server CPU / engine CPU |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [_precision_row(result, p, engine) for p, engine in engines.items()]
+    return lines
+
+
 def markdown(result: dict[str, Any]) -> str:
     machine, engine = result["machine"], result["engine"]
     lines = [
@@ -79,7 +119,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"Threads: {result['plan']['threads']} intra-op (service, engine, baseline). "
         f"Command: `{result['command']}`; took {result['duration_s'] / 60:.1f} min.",
         "",
-        "## Engine-only ceiling (ONNX Runtime, pre-made tensors)",
+        f"## Engine-only ceiling ({engine.get('runtime', 'onnxruntime')} "
+        f"{engine.get('precision', 'fp32')}, the service's engine on pre-made tensors)",
         "",
         "| batch | img/s | p50 ms per batch |",
         "|---|---|---|",
@@ -96,6 +137,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"after them: {_num(engine['throughput_after'], 1)} img/s; the targets use the "
             f"mean, {_num(engine['throughput'], 1)} img/s.",
         ]
+    lines += _precision_lines(result)
     lines += [
         "",
         "## Over HTTP (closed loop)",
@@ -168,12 +210,18 @@ def plot(result: dict[str, Any], path: Path) -> None:
                 x, [s["latency_ms"]["p99"] or float("nan") for s in steps], style, label=label
             )
     ticks = sorted({s["concurrency"] for m in result["modes"].values() for s in m["steps"]} - {0})
-    left.axhline(
-        result["engine"]["throughput"],
-        color="gray",
-        linestyle=":",
-        label=f"engine ceiling (batch {result['engine']['best_batch_size']})",
-    )
+    engines = result.get("engines") or {"": result["engine"]}
+    for (precision, engine), color in zip(
+        engines.items(), ("gray", "black", "brown"), strict=False
+    ):
+        left.axhline(
+            engine["throughput"],
+            color=color,
+            linestyle=":",
+            label=f"engine ceiling {precision} (batch {engine['best_batch_size']})".replace(
+                "  ", " "
+            ),
+        )
     for axis, ylabel in ((left, "images / s"), (right, "p99 latency (ms)")):
         axis.set_xscale("log", base=2)
         axis.set_xticks(ticks, [str(t) for t in ticks])

@@ -70,11 +70,17 @@ def prepare_model(arch: str, seed: int, workdir: Path) -> tuple[Path, Path]:
 
 
 def run_engine(
-    model: Path, threads: int, plan: Plan, say: Callable[[str], None], patience: Patience
+    model: Path,
+    threads: int,
+    plan: Plan,
+    precision: str,
+    say: Callable[[str], None],
+    patience: Patience,
 ) -> dict[str, Any]:
     sizes = ",".join(str(s) for s in plan.engine_batch_sizes)
     command = ["-m", "bench.engine_ceiling", "--model", str(model), "--threads", str(threads)]
     command += ["--batch-sizes", sizes, "--seconds", str(plan.engine_seconds)]
+    command += ["--precision", precision]
     waited = patience.wait_for_quiet(plan.quiet_wait_s, say)
     cpu_before = CpuSnapshot.take(None)
     done = subprocess.run([sys.executable, *command], check=True, capture_output=True, text=True)
@@ -135,6 +141,7 @@ def run_load(
     cpu_after = CpuSnapshot.take(server.process.pid)
     result: dict[str, Any] = json.loads(done.stdout)
     metrics = promtext.deltas(result.pop("metrics_before"), result.pop("metrics_after"))
+    server_cores = cpu_after.server_cores_since(cpu_before)
     return {
         "images": step.images,
         "concurrency": step.concurrency,
@@ -142,7 +149,11 @@ def run_load(
         **result,
         "metrics": metrics,
         "peak_rss_mb": server.peak_rss_mb(),
-        "server_cpu_cores": cpu_after.server_cores_since(cpu_before),
+        "server_cpu_cores": server_cores,
+        # CPU seconds the server spent per image answered (steady state: cores / img/s).
+        "server_cpu_ms_per_image": 1000 * server_cores / result["throughput"]
+        if result["throughput"]
+        else None,
         "loadgen_cpu_cores": cpu_after.harness_cores_since(cpu_before),
         "other_cpu_cores": cpu_after.other_cores_since(cpu_before),
         "server_alive": server.process.poll() is None,
@@ -265,7 +276,8 @@ def run(plan: Plan, name: str, results_dir: Path) -> dict[str, Any]:
     workdir = results_dir / "tmp" / name
     workdir.mkdir(parents=True, exist_ok=True)
     modes = plan.modes(draft_default=Settings.model_fields["jpeg_draft"].default)
-    progress = Progress(3 + sum(1 + len(m.steps) for m in modes))
+    engine_steps = 2 * len(plan.engine_precisions())
+    progress = Progress(1 + engine_steps + sum(1 + len(m.steps) for m in modes))
     threads = int(plan.service_env.get("DENSENET_INTRA_OP_THREADS", "0")) or available_cpus()
     progress(f"exporting {plan.arch} (seeded random checkpoint) and writing test photos")
     checkpoint, model = prepare_model(plan.arch, 0, workdir)
@@ -275,24 +287,31 @@ def run(plan: Plan, name: str, results_dir: Path) -> dict[str, Any]:
     progress(f"model {model.name}, photos in {workdir / 'photos'}", step=True)
     files = {"model": model, "checkpoint": checkpoint, "work": workdir, **photo_dirs}
     patience = Patience(plan.patience_s)
-    engine = run_engine(model, threads, plan, progress, patience)
-    progress(
-        f"engine ceiling: {engine['throughput']:.1f} img/s at batch {engine['best_batch_size']}"
-        f" (other processes used {engine['other_cpu_cores'] or 0:.2f} cores)",
-        step=True,
-    )
+    precisions = plan.engine_precisions()
+    engines = {}
+    for precision in precisions:
+        engines[precision] = run_engine(model, threads, plan, precision, progress, patience)
+        progress(
+            f"engine ceiling {precision}: {engines[precision]['throughput']:.1f} img/s at batch "
+            f"{engines[precision]['best_batch_size']} (other processes used "
+            f"{engines[precision]['other_cpu_cores'] or 0:.2f} cores)",
+            step=True,
+        )
     results = {
         mode.name: run_mode(mode, files, plan, threads, progress, patience) for mode in modes
     }
     # This host's speed drifts over minutes (shared CPUs, turbo): measure the ceiling again
     # after the HTTP steps and compare the service with the mean of both readings.
-    after = run_engine(model, threads, plan, progress, patience)
-    engine["throughput_before"], engine["throughput_after"] = (
-        engine["throughput"],
-        after["throughput"],
-    )
-    engine["throughput"] = (engine["throughput_before"] + engine["throughput_after"]) / 2
-    progress(f"engine ceiling again: {after['throughput']:.1f} img/s", step=True)
+    for precision, engine in engines.items():
+        after = run_engine(model, threads, plan, precision, progress, patience)
+        engine["throughput_before"], engine["throughput_after"] = (
+            engine["throughput"],
+            after["throughput"],
+        )
+        engine["throughput"] = (engine["throughput_before"] + engine["throughput_after"]) / 2
+        engine["cpu_ms_per_image"] = (engine["cpu_ms_per_image"] + after["cpu_ms_per_image"]) / 2
+        progress(f"engine ceiling {precision} again: {after['throughput']:.1f} img/s", step=True)
+    engine = engines[precisions[0]]
     return {
         "name": name,
         "created": time.strftime("%Y-%m-%d %H:%M:%S %z"),
@@ -306,6 +325,7 @@ def run(plan: Plan, name: str, results_dir: Path) -> dict[str, Any]:
         "photos": machine.photo_info(photo_dirs),
         "plan": asdict(plan) | {"threads": threads},
         "engine": engine,
+        "engines": engines,
         "modes": results,
         "duration_s": time.monotonic() - started,
     }

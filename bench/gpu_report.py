@@ -1,0 +1,131 @@
+"""Write a GPU run's results (``python -m bench gpu``): NAME.json, NAME.md and NAME.png."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _engine_table(result: dict[str, Any]) -> list[str]:
+    """img/s by batch size, one row per (precision, cuDNN algorithm search)."""
+    sizes = sorted({b["batch_size"] for e in result["engines"] for b in e["batch_sizes"]})
+    lines = [
+        "| precision | cudnn_conv_algo_search | "
+        + " | ".join(f"batch {s}" for s in sizes)
+        + " | best | batch-1 p50 ms |",
+        "|---|---|" + "---|" * len(sizes) + "---|---|",
+    ]
+    for engine in result["engines"]:
+        by_size = {b["batch_size"]: b["throughput"] for b in engine["batch_sizes"]}
+        p50 = (engine.get("batch1_latency_ms") or {}).get("p50")
+        lines.append(
+            f"| {engine['precision']} | {engine['algo_search']} | "
+            + " | ".join(_num(by_size.get(s), 0) for s in sizes)
+            + f" | {_num(engine['throughput'], 0)} (batch {engine['best_batch_size']})"
+            f" | {_num(p50, 2)} |"
+        )
+    return lines
+
+
+def _service_table(result: dict[str, Any]) -> list[str]:
+    lines = [
+        "| mode | clients | img/s | p50 ms | p99 ms | mean batch | status counts "
+        "| server CPU ms/img | cold start s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, mode in result["modes"].items():
+        for step in mode["steps"]:
+            lat = step["latency_ms"]
+            statuses = ", ".join(f"{k}: {v}" for k, v in step["status_counts"].items())
+            lines.append(
+                f"| {name} | {step['concurrency']} | {_num(step['throughput'])} "
+                f"| {_num(lat['p50'])} | {_num(lat['p99'])} "
+                f"| {_num(step['metrics'].get('mean_batch_size'), 2)} | {statuses} "
+                f"| {_num(step.get('server_cpu_ms_per_image'), 2)} "
+                f"| {_num(mode['cold_start_s'], 1)} |"
+            )
+    return lines
+
+
+def _agreement_table(result: dict[str, Any]) -> list[str]:
+    lines = [
+        "| candidate (reference: onnxruntime CPU fp32) | top-1 agreement "
+        "| where the reference is >= 50% sure | top-5 overlap | max prob. diff | max logit diff |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, a in result["agreement"].items():
+        lines.append(
+            f"| {name} | {100 * a['top1_agreement']:.2f}% ({a['inputs'] - a['top1_disagreements']}"
+            f"/{a['inputs']}) | {100 * a['top1_agreement_confident']:.2f}% of "
+            f"{a['confident_inputs']} | {100 * a['top5_overlap']:.2f}% "
+            f"| {a['max_probability_diff']:.2g} | {a['max_logit_diff']:.3g} |"
+        )
+    return lines
+
+
+def markdown(result: dict[str, Any]) -> str:
+    cpu = result["machine"]["cpu"]
+    return "\n".join(
+        [
+            f"# GPU benchmark `{result['name']}` ({result['created']})",
+            "",
+            f"GPU: {result['gpu']}. CPU: {cpu['model']}, {result['machine']['cpus_available']} "
+            f"CPUs. Model: {result['model']['arch']}, {result['model']['weights']}. "
+            f"Command: `{result['command']}`; took {result['duration_s'] / 60:.1f} min.",
+            "",
+            "## Engine ceiling (the service's CUDA engine, IOBinding, pre-made tensors), img/s",
+            "",
+            *_engine_table(result),
+            "",
+            "## The service over HTTP (web photos, closed loop)",
+            "",
+            *_service_table(result),
+            "",
+            "## Agreement",
+            "",
+            *_agreement_table(result),
+            "",
+        ]
+    )
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    """Engine img/s against batch size, one line per (precision, cuDNN search)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axis = plt.subplots(figsize=(7, 4.2))
+    for engine in result["engines"]:
+        sizes = [b["batch_size"] for b in engine["batch_sizes"]]
+        axis.plot(
+            sizes,
+            [b["throughput"] for b in engine["batch_sizes"]],
+            "o-" if engine["precision"] == "fp16" else "s--",
+            label=f"{engine['precision']}, {engine['algo_search']}",
+        )
+    axis.set_xscale("log", base=2)
+    axis.set_xlabel("batch size")
+    axis.set_ylabel("images / s (engine alone)")
+    axis.grid(True, alpha=0.3)
+    axis.legend(fontsize=7)
+    axis.set_title(f"{result['model']['arch']} on {result['gpu'].split(',')[0]}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write(result: dict[str, Any], results_dir: Path) -> list[Path]:
+    results_dir.mkdir(parents=True, exist_ok=True)
+    base = results_dir / result["name"]
+    paths = [base.with_suffix(".json"), base.with_suffix(".md"), base.with_suffix(".png")]
+    paths[0].write_text(json.dumps(result, indent=2) + "\n")
+    paths[1].write_text(markdown(result))
+    plot(result, paths[2])
+    return paths
