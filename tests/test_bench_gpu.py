@@ -1,0 +1,135 @@
+"""`python -m bench gpu`: what of it runs without a GPU. Its arguments, its report on
+synthetic numbers, and its refusal (one clear line, exit 2) where there is no GPU."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import onnxruntime as ort
+import pytest
+
+from bench import gpu, gpu_report
+
+ROOT = Path(__file__).resolve().parent.parent
+no_gpu = pytest.mark.skipif(
+    "CUDAExecutionProvider" in ort.get_available_providers(), reason="this machine has a GPU"
+)
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    gpu.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_defaults_cover_the_whole_run() -> None:
+    args = parse()
+    assert args.name == "gpu-reference"
+    assert args.batch_sizes == (1, 2, 4, 8, 16, 32, 64)
+    assert args.concurrencies == (1, 16, 64)
+    assert args.algo_searches == ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
+    plan = gpu.plan_for(args)
+    assert plan.service_env["DENSENET_PROVIDERS"] == "CUDAExecutionProvider,CPUExecutionProvider"
+    assert plan.service_env["DENSENET_MAX_BATCH_SIZE"] == "32"
+    assert plan.engine_batch_sizes == (1, 2, 4, 8, 16, 32, 64)
+
+
+def test_arguments_are_parsed_and_checked(capsys: pytest.CaptureFixture[str]) -> None:
+    args = parse("--batch-sizes", "1,8", "--concurrencies", "4", "--algo-searches", "HEURISTIC")
+    assert (args.batch_sizes, args.concurrencies, args.algo_searches) == (
+        (1, 8),
+        (4,),
+        ("HEURISTIC",),
+    )
+    for bad in (["--algo-searches", "FASTEST"], ["--batch-sizes", "one"], ["--concurrencies", ""]):
+        with pytest.raises(SystemExit):
+            parse(*bad)
+    assert "expected a comma-separated list" in capsys.readouterr().err
+
+
+@no_gpu
+def test_refuses_without_a_gpu_in_one_line(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "gpu", "--results-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "needs an NVIDIA GPU and onnxruntime-gpu" in lines[0]
+    assert "CPUExecutionProvider" in lines[0]
+    assert not list(tmp_path.iterdir())  # nothing exported, nothing written
+
+
+def engine(precision: str, algo: str, scale: float) -> dict[str, Any]:
+    sizes = [1, 8, 32]
+    return {
+        "precision": precision,
+        "algo_search": algo,
+        "batch_sizes": [
+            {"batch_size": s, "throughput": scale * s / (1 + s / 16), "latency_ms": {"p50": 1.5}}
+            for s in sizes
+        ],
+        "best_batch_size": 32,
+        "throughput": scale * 32 / 3,
+        "batch1_latency_ms": {"p50": 1.25},
+    }
+
+
+def synthetic() -> dict[str, Any]:
+    step = {
+        "concurrency": 16,
+        "throughput": 812.5,
+        "latency_ms": {"p50": 18.0, "p99": 41.0},
+        "metrics": {"mean_batch_size": 15.5},
+        "status_counts": {"200": 9750},
+        "server_cpu_ms_per_image": 1.75,
+    }
+    agreement = {
+        "inputs": 256,
+        "top1_agreement": 0.99609375,
+        "top1_disagreements": 1,
+        "top1_agreement_confident": 1.0,
+        "confident_inputs": 93,
+        "top5_overlap": 0.9921875,
+        "max_probability_diff": 0.0123,
+        "max_logit_diff": 0.0456,
+    }
+    return {
+        "name": "gpu-synthetic",
+        "created": "2030-01-01 00:00:00 +0000",
+        "command": "python -m bench gpu --name gpu-synthetic",
+        "gpu": "NVIDIA H100 80GB HBM3, 81559 MiB, 560.35",
+        "machine": {"cpu": {"model": "Test CPU", "flags": []}, "cpus_available": 16},
+        "model": {"arch": "densenet121", "weights": "random, seed 0"},
+        "engines": [engine("fp32", "EXHAUSTIVE", 100), engine("fp16", "EXHAUSTIVE", 250)],
+        "modes": {"service fp16": {"cold_start_s": 21.5, "steps": [step]}},
+        "agreement": {"cuda fp16": agreement},
+        "duration_s": 600.0,
+    }
+
+
+def test_report_on_synthetic_numbers(tmp_path: Path) -> None:
+    paths = gpu_report.write(synthetic(), tmp_path)
+    assert [p.name for p in paths] == [
+        "gpu-synthetic.json",
+        "gpu-synthetic.md",
+        "gpu-synthetic.png",
+    ]
+    assert json.loads(paths[0].read_text())["gpu"].startswith("NVIDIA H100")
+    text = paths[1].read_text()
+    assert "| fp16 | EXHAUSTIVE | 235 | 1333 | 2667 | 2667 (batch 32) | 1.25 |" in text
+    assert "| fp32 | EXHAUSTIVE | 94 | 533 | 1067 | 1067 (batch 32) | 1.25 |" in text
+    assert "| service fp16 | 16 | 812.5 | 18.0 | 41.0 | 15.50 | 200: 9750 | 1.75 | 21.5 |" in text
+    assert "| cuda fp16 | 99.61% (255/256) | 100.00% of 93 | 99.22% | 0.012 | 0.0456 |" in text
+    assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert paths[2].stat().st_size > 10_000
