@@ -42,8 +42,9 @@ def thread_cpu_s(pid: int) -> dict[int, float]:
 
 def thread_names(pid: int) -> dict[int, str]:
     """OS thread id -> Python thread name (numbered pool threads folded into one name)."""
+    beside = Path(sys.executable).with_name("py-spy")  # the virtualenv's, when not on PATH
     dump = subprocess.run(
-        ["py-spy", "dump", "--pid", str(pid), "--nonblocking"],
+        [str(beside) if beside.exists() else "py-spy", "dump", "--pid", str(pid), "--nonblocking"],
         capture_output=True,
         text=True,
         check=True,

@@ -64,7 +64,7 @@ def model_config(pipeline: Pipeline) -> dict[str, Any]:
     return {
         "name": pipeline.name,
         "platform": PLATFORM,
-        "backend": "onnxruntime",
+        "backend": pipeline.engine.runtime,  # onnxruntime, or openvino for bf16
         "version_policy": {"all": {}},
         "max_batch_size": pipeline.max_batch_size,
         "input": [
