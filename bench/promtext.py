@@ -7,8 +7,9 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-# Samples the harness uses (histogram _sum/_count pairs and counters), summed over their
-# labels (per-model series carry model and version).
+# Samples the harness uses (histogram _sum/_count pairs and counters). The service labels
+# them by model and version: the plain name holds the sum over every label set, and
+# "NAME@MODEL" the one model's value (summed over its versions).
 WANTED = (
     "classifier_batch_size_sum",
     "classifier_batch_size_count",
@@ -33,8 +34,13 @@ async def scrape(client: httpx.AsyncClient, base_url: str) -> dict[str, float] |
     values: dict[str, float] = {}
     for family in text_string_to_metric_families(response.text):
         for sample in family.samples:
-            if sample.name in WANTED:
-                values[sample.name] = values.get(sample.name, 0.0) + sample.value
+            if sample.name not in WANTED:
+                continue
+            keys = [sample.name]
+            if "model" in sample.labels:
+                keys.append(f"{sample.name}@{sample.labels['model']}")
+            for key in keys:
+                values[key] = values.get(key, 0.0) + sample.value
     return values
 
 
@@ -59,4 +65,20 @@ def deltas(before: dict[str, float] | None, after: dict[str, float] | None) -> d
         "mean_batch_inference_ms": None if infer is None else infer * 1000,
         "mean_preprocess_ms": None if prep is None else prep * 1000,
         "images_classified": after.get(images, 0.0) - before.get(images, 0.0),
+    }
+
+
+def deltas_by_model(
+    before: dict[str, float] | None, after: dict[str, float] | None
+) -> dict[str, dict[str, Any]]:
+    """`deltas` for each model that appears in the scrapes (a repository serves several)."""
+    if before is None or after is None:
+        return {}
+    models = sorted({key.partition("@")[2] for key in after if "@" in key})
+    return {
+        model: deltas(
+            {k.partition("@")[0]: v for k, v in before.items() if k.endswith(f"@{model}")},
+            {k.partition("@")[0]: v for k, v in after.items() if k.endswith(f"@{model}")},
+        )
+        for model in models
     }
