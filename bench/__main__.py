@@ -39,6 +39,7 @@ def customize(plan: Plan, args: argparse.Namespace) -> Plan:
     concurrencies = plan.concurrencies
     if args.concurrencies:
         concurrencies = tuple(int(c) for c in args.concurrencies.split(","))
+    repository, model = _repository_choice(args)
     return dataclasses.replace(
         plan,
         arch=args.arch or plan.arch,
@@ -47,7 +48,22 @@ def customize(plan: Plan, args: argparse.Namespace) -> Plan:
         concurrencies=concurrencies,
         overload_s=0.0 if args.no_overload else plan.overload_s,
         precisions=tuple(args.precisions.split(",")) if args.precisions else (),
+        repository=repository,
+        model=model,
     )
+
+
+def _repository_choice(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """--repository DIR --model NAME: serve DIR with NAME as the default model."""
+    if args.repository is None:
+        if args.model is not None:
+            raise SystemExit("--model needs --repository")
+        return None, None
+    if args.model is None:
+        raise SystemExit("--repository needs --model NAME (the model to measure)")
+    if "baseline" in (args.modes or "").split(","):
+        raise SystemExit("the baseline mode needs a checkpoint; it cannot run on --repository")
+    return str(args.repository.resolve()), args.model
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -76,6 +92,8 @@ def main(argv: list[str] | None = None) -> None:
         "service mode (web photos) for each, instead of the usual modes",
     )
     run.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    run.add_argument("--repository", type=Path, help="serve this model repository")
+    run.add_argument("--model", help="with --repository: the model to measure")
     rep = commands.add_parser("report", help="rewrite NAME.md and NAME.png from NAME.json")
     rep.add_argument("name")
     rep.add_argument("--results-dir", type=Path, default=RESULTS_DIR)

@@ -50,6 +50,10 @@ class Plan:
     # DENSENET_PRECISION values to compare side by side: one engine ceiling and one service
     # mode (web photos) each, instead of the modes above. Empty: the usual modes.
     precisions: tuple[str, ...] = ()
+    # Serve a model repository (DENSENET_MODEL_REPOSITORY) and load `model` in it (the
+    # default model, so plain requests reach it) instead of an exported seeded checkpoint.
+    repository: str | None = None
+    model: str | None = None
 
     def engine_precisions(self) -> tuple[str, ...]:
         """The precisions the engine ceiling is measured in (the service's, by default)."""
@@ -82,6 +86,8 @@ class Plan:
             ),
             "baseline": Mode("pytorch baseline", "baseline", {}, web),
         }
+        if self.repository is not None:
+            del modes["baseline"]  # needs the PyTorch checkpoint, which a repository lacks
         return [mode for key, mode in modes.items() if not self.only or key in self.only]
 
 

@@ -181,13 +181,29 @@ def start_server(
         ]
         return servers.start(args, {}, port, log, plan.ready_timeout_s)
     env = {
-        "DENSENET_MODEL_PATH": str(model),
+        **model_env(plan, model),
         "DENSENET_HOST": "127.0.0.1",
         "DENSENET_PORT": str(port),
         "DENSENET_LOG_LEVEL": "warning",
         **mode.env,
     }
     return servers.start(["-m", "app"], env, port, log, plan.ready_timeout_s)
+
+
+def model_env(plan: Plan, model: Path) -> dict[str, str]:
+    """The service setting that names what it serves: one file, or a repository."""
+    if plan.repository is None:
+        return {"DENSENET_MODEL_PATH": str(model)}
+    assert plan.model is not None
+    return {"DENSENET_MODEL_REPOSITORY": plan.repository, "DENSENET_DEFAULT_MODEL": plan.model}
+
+
+def repository_model(repository: Path, name: str) -> Path:
+    """The latest version's file of one model in a repository."""
+    versions = [d for d in (repository / name).glob("*") if d.name.isdigit()]
+    if not versions:
+        raise SystemExit(f"{repository / name}: no version directories")
+    return max(versions, key=lambda d: int(d.name)) / "model.onnx"
 
 
 def _summary(result: dict[str, Any]) -> str:
@@ -279,8 +295,13 @@ def run(plan: Plan, name: str, results_dir: Path) -> dict[str, Any]:
     engine_steps = 2 * len(plan.engine_precisions())
     progress = Progress(1 + engine_steps + sum(1 + len(m.steps) for m in modes))
     threads = int(plan.service_env.get("DENSENET_INTRA_OP_THREADS", "0")) or available_cpus()
-    progress(f"exporting {plan.arch} (seeded random checkpoint) and writing test photos")
-    checkpoint, model = prepare_model(plan.arch, 0, workdir)
+    progress(f"preparing {plan.model or plan.arch} and writing test photos")
+    if plan.repository is None:
+        checkpoint, model = prepare_model(plan.arch, 0, workdir)
+    else:
+        assert plan.model is not None
+        model = repository_model(Path(plan.repository), plan.model)
+        checkpoint = model  # unused: a repository run has no baseline mode
     photo_dirs = {size: workdir / "photos" / size for size in ("web", "phone")}
     for size, directory in photo_dirs.items():
         write_photos(directory, size, plan.photos_per_size)
@@ -317,15 +338,22 @@ def run(plan: Plan, name: str, results_dir: Path) -> dict[str, Any]:
         "created": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "command": " ".join(["python -m bench", *sys.argv[1:]]),
         "machine": machine.describe(),
-        "model": {
-            "arch": plan.arch,
-            "weights": "random, seed 0 (same checkpoint in every mode)",
-            "file": model.name,
-        },
+        "model": _model_info(plan, model),
         "photos": machine.photo_info(photo_dirs),
         "plan": asdict(plan) | {"threads": threads},
         "engine": engine,
         "engines": engines,
         "modes": results,
         "duration_s": time.monotonic() - started,
+    }
+
+
+def _model_info(plan: Plan, model: Path) -> dict[str, str]:
+    if plan.repository is None:
+        weights = "random, seed 0 (same checkpoint in every mode)"
+        return {"arch": plan.arch, "weights": weights, "file": model.name}
+    return {
+        "arch": f"{plan.model} from the repository {plan.repository}",
+        "weights": "as exported into the repository",
+        "file": str(model),
     }
