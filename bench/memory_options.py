@@ -126,13 +126,13 @@ def measure(variant: str, paths: list[Path], batch_size: int, rounds: int) -> di
     rng = np.random.default_rng(0)
     batch = rng.standard_normal((batch_size, 3, crop, crop), np.float32)
     per_model = [0.0] * len(runs)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for _ in range(rounds):
         for i, run in enumerate(runs):
             t0 = time.perf_counter()
             run(batch)
             per_model[i] += time.perf_counter() - t0
-    elapsed = time.perf_counter() - started
+    elapsed, cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
     steady_mb, steady_peak_mb = proc_status_mb("VmRSS"), proc_status_mb("VmHWM")
     for run in runs:
         for size in range(1, batch_size + 1):
@@ -149,6 +149,8 @@ def measure(variant: str, paths: list[Path], batch_size: int, rounds: int) -> di
         "rss_end_mb": proc_status_mb("VmRSS"),
         "peak_mb": proc_status_mb("VmHWM"),
         "throughput": rounds * len(runs) * batch_size / elapsed,
+        # CPU seconds per image: less sensitive than img/s to other processes on the cores
+        "cpu_ms_per_image": 1000 * cpu_s / (rounds * len(runs) * batch_size),
         "batch_ms": [1000 * t / rounds for t in per_model],
     }
 
@@ -167,7 +169,7 @@ def run_all(repository: Path, variants: list[str], batch_size: int, rounds: int)
             f"{result['rss_warm_mb']:6.0f} MB, after batch {batch_size} "
             f"{result['rss_steady_mb']:6.0f} MB, after sizes 1-{batch_size} "
             f"{result['rss_end_mb']:6.0f} MB (peak {result['peak_mb']:6.0f} MB), "
-            f"{result['throughput']:5.1f} img/s",
+            f"{result['throughput']:5.1f} img/s, {result['cpu_ms_per_image']:.0f} CPU ms/img",
             file=sys.stderr,
             flush=True,
         )

@@ -222,7 +222,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, help="seconds measured per step")
     parser.add_argument("--no-memory-options", action="store_true")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--report", action="store_true", help="only redo NAME.md/.png")
     args = parser.parse_args(argv)
+    if args.report:
+        result = json.loads((args.results_dir / f"{args.name}.json").read_text())
+        print("wrote " + ", ".join(map(str, repository_report.write(result, args.results_dir))))
+        return
     plan = SMOKE if args.smoke else FULL
     plan = replace(
         plan,

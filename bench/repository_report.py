@@ -123,6 +123,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"Command: `{result['command']}`; took {result['duration_s'] / 60:.1f} min. Models: "
         + ", ".join(f"{n} ({mb:.0f} MB file)" for n, mb in result["model_file_mb"].items())
         + ", seeded random weights, service defaults (max batch 8).",
+        "The CPUs are shared with other work: other processes' load (last column) moves "
+        "img/s between steps; compare within one run, and read mean batch and RSS first.",
         "",
         "## Throughput",
         "",
@@ -140,6 +142,8 @@ def markdown(result: dict[str, Any]) -> str:
         *_memory_lines(result),
         *_options_lines(result.get("memory_options")),
     ]
+    if result.get("notes"):  # added to the JSON by hand: follow-up measurements, caveats
+        lines += ["", "## Notes", "", *(f"- {note}" for note in result["notes"])]
     return "\n".join(lines) + "\n"
 
 
