@@ -160,12 +160,12 @@ def plot(result: dict[str, Any], path: Path) -> None:
         for label, server in result["servers"].items()
         for s in server["steps"]
     ]
+    colors = {m: f"C{i}" for i, m in enumerate(result["servers"]["all"]["models"])}
     for x, (_, step) in enumerate(bars):
         bottom = 0.0
         for model, part in step["per_model"].items():
-            left.bar(
-                x, part["throughput"], bottom=bottom, label=model if x == len(bars) - 1 else None
-            )
+            label = model if x == len(bars) - 1 else None
+            left.bar(x, part["throughput"], bottom=bottom, color=colors.get(model), label=label)
             bottom += part["throughput"]
     left.set_xticks(range(len(bars)), [b[0] for b in bars], fontsize=7)
     left.set_ylabel("img/s")
