@@ -50,7 +50,7 @@ class Recorder:
             status, response = type(exc).__name__, None
         latency = time.monotonic() - sent
         timings = None
-        if status == "200" and response is not None and url.endswith("/classify"):
+        if status == "200" and response is not None and httpx.URL(url).path.endswith("/classify"):
             timings = response.json().get("timings")
         outcome = Outcome(sent, latency, status, timings)
         self.outcomes.append(outcome)

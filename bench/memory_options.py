@@ -2,9 +2,10 @@
 
 ``python -m bench.memory_options --repository DIR`` loads every model of a repository
 (``DIR/<name>/<version>/model.onnx``, latest version) in one process, with the session
-options app/engine.py uses plus one variant's changes, warms each up as the service does
-(batch 1 and the batch size) and runs batches round-robin over the models, as the
-service's one inference device does under mixed traffic. Each variant runs in a fresh
+options the service's ONNX Runtime engine uses (app/runtimes/onnxruntime.py) plus one
+variant's changes, warms each up as the service does (batch 1 and the batch size) and runs
+batches round-robin over the models, as the service's one inference device does under
+mixed traffic. Each variant runs in a fresh
 process, since RSS only grows within one. Prints and returns one JSON object.
 
 What the variants change, and why it could matter: every session has its own CPU arena
@@ -35,8 +36,8 @@ SAME_AS_REQUESTED = 1
 
 # name -> (what it changes, session options, shared arena extend strategy or None)
 VARIANTS: dict[str, tuple[str, dict[str, bool], int | None]] = {
-    "engine": ("app.engine.Engine itself (the reference)", {}, None),
-    "default": ("engine.py's options, rebuilt here (must match 'engine')", {}, None),
+    "engine": ("the service's own engine loader (the reference)", {}, None),
+    "default": ("the engine's session options, rebuilt here (must match 'engine')", {}, None),
     "no-mem-pattern": ("enable_mem_pattern=False", {"enable_mem_pattern": False}, None),
     "no-arena": ("enable_cpu_mem_arena=False", {"enable_cpu_mem_arena": False}, None),
     "no-arena-no-pattern": (
@@ -81,9 +82,11 @@ def _sessions(variant: str, paths: list[Path], threads: int) -> list[Callable[..
     import onnxruntime as ort
 
     if variant == "engine":
-        from app.engine import Engine
+        from app.config import Settings
+        from app.repository import default_engine_loader
 
-        return [Engine(path, None, threads).run for path in paths]
+        load = default_engine_loader(Settings(intra_op_threads=threads, precision="fp32"))
+        return [load(path).run for path in paths]
     _, changes, shared = VARIANTS[variant]
     if shared is not None:
         info = ort.OrtMemoryInfo(
@@ -92,7 +95,7 @@ def _sessions(variant: str, paths: list[Path], threads: int) -> list[Callable[..
         ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, shared, -1, -1))
     runs = []
     for path in paths:
-        options = ort.SessionOptions()  # app/engine.py's options, then the variant's
+        options = ort.SessionOptions()  # the engine's options, then the variant's
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.intra_op_num_threads = threads

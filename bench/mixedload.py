@@ -47,7 +47,8 @@ async def closed_loop(args: argparse.Namespace, images: list[bytes]) -> dict[str
         url = f"{args.url}/classify?model={model}"
         bodies = itertools.islice(itertools.cycle(images), index, None)
         while time.monotonic() < stop_at:
-            outcome = await recorders[model].send(client, url, next(bodies))
+            request = (next(bodies), {"content-type": "image/jpeg"})
+            outcome = await recorders[model].send(client, url, request)
             if outcome.status != "200":
                 await asyncio.sleep(0.05)  # do not spin on a rejecting server
 
