@@ -58,11 +58,14 @@ lint: install-dev
 typecheck: install-dev
 	$(BIN)/mypy
 
-# Prometheus and Chromium (Debian packages) back the integration and browser tests;
-# outside CI those tests skip when the packages cannot be installed.
+# Prometheus, Chromium and HAProxy (Debian packages) back the integration, browser and
+# replicas tests, the npm validators the Kubernetes manifest tests; outside CI those tests
+# skip when the packages cannot be installed.
 pytest: install-dev
 	@scripts/install-prometheus.sh || [ -z "$$CI" ]
 	@scripts/install-chromium.sh || [ -z "$$CI" ]
+	@scripts/install-haproxy.sh || [ -z "$$CI" ]
+	@scripts/install-kubernetes-tools.sh || [ -z "$$CI" ]
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest
