@@ -58,12 +58,15 @@ lint: install-dev
 typecheck: install-dev
 	$(BIN)/mypy
 
-# Prometheus and Chromium (Debian packages) back the integration and browser tests, and
-# .venv-kserve (KServe's SDK, kept apart: it pins older protobuf) the KServe client test;
-# outside CI those tests skip when they cannot be installed.
+# Prometheus, Chromium and HAProxy (Debian packages) back the integration, browser and
+# replicas tests, the npm validators the Kubernetes manifest tests, and .venv-kserve
+# (KServe's SDK, kept apart: it pins older protobuf) the KServe client test; outside CI
+# those tests skip when they cannot be installed.
 pytest: install-dev
 	@scripts/install-prometheus.sh || [ -z "$$CI" ]
 	@scripts/install-chromium.sh || [ -z "$$CI" ]
+	@scripts/install-haproxy.sh || [ -z "$$CI" ]
+	@scripts/install-kubernetes-tools.sh || [ -z "$$CI" ]
 	@PYTHON=$(PYTHON) scripts/install-kserve-client.sh || [ -z "$$CI" ]
 	$(BIN)/python -m pytest
 
