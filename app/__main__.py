@@ -4,7 +4,7 @@ Signals: the first SIGTERM or SIGINT drains (readiness 503, new work 503, accept
 finishes within DENSENET_SHUTDOWN_GRACE_S); repeated SIGTERMs, as process managers and
 shells send them, change nothing; a second SIGINT (Ctrl-C twice) stops at once, answering
 whatever is still in progress with 503 shutting_down. The process exits within the grace
-period plus about a second, whatever the model is doing.
+period plus 2 s, whatever the model is doing.
 """
 
 from __future__ import annotations

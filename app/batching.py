@@ -16,7 +16,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
@@ -40,11 +40,20 @@ class InferenceDevice:
         self._turn = asyncio.Lock()  # asyncio.Lock wakes waiters first-in, first-out
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
 
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        """Hold the device: nobody else's work runs until this block ends."""
+        async with self._turn:
+            yield
+
+    async def run(self, work: Callable[..., T], *args: object) -> T:
+        """`work(*args)` on the inference thread; the caller holds the turn."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, work, *args)
+
     async def call(self, work: Callable[..., T], *args: object) -> T:
         """`work(*args)` on the inference thread, when this device's turn comes."""
-        async with self._turn:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor, work, *args)
+        async with self.turn():
+            return await self.run(work, *args)
 
     def close(self) -> None:
         """Stop the worker thread once it is idle; never waits for a stuck inference."""
@@ -164,12 +173,16 @@ class DynamicBatcher:
                 self._has_pending.clear()
                 await self._has_pending.wait()
             await self._wait_for_batch()
-            batch = self._take_batch()
-            if batch:
-                try:
-                    await self._run(batch)
-                except Exception:  # never let the worker die; _run already failed the batch
-                    log.exception("batcher worker error")
+            # The batch is taken once the device is ours: whatever queued while another
+            # model's batch ran joins it (taking it before the wait halved batches under
+            # mixed traffic), and the inference time below is this batch's alone.
+            async with self._device.turn():
+                batch = self._take_batch()
+                if batch:
+                    try:
+                        await self._run(batch)
+                    except Exception:  # never let the worker die; _run failed the batch
+                        log.exception("batcher worker error")
 
     async def _wait_for_batch(self) -> None:
         """Until the batch is full or the oldest input has waited max_batch_delay_s."""
@@ -197,7 +210,7 @@ class DynamicBatcher:
         self._running = batch
         try:
             inputs = np.stack([item.tensor for item in batch])
-            outputs = await self._device.call(self._run_batch, inputs)
+            outputs = await self._device.run(self._run_batch, inputs)
             if outputs.shape[0] != len(batch):
                 raise RuntimeError(
                     f"model returned {outputs.shape[0]} rows for {len(batch)} inputs"

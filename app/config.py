@@ -30,7 +30,8 @@ class Settings(BaseSettings):
     # Model and runtime
     model_path: Path = Field(
         Path("models/densenet121.onnx"),
-        description="ONNX classifier to serve when no model repository is set.",
+        description="ONNX classifier to serve when no model repository is set (with one set, "
+        "this is ignored: the images set it by default).",
     )
     model_repository: Path | None = Field(
         None,
@@ -167,8 +168,6 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _one_model_source(self) -> Settings:
-        if self.model_repository is not None and "model_path" in self.model_fields_set:
-            raise ValueError("set DENSENET_MODEL_PATH or DENSENET_MODEL_REPOSITORY, not both")
         if self.default_model is not None and self.model_repository is None:
             raise ValueError("DENSENET_DEFAULT_MODEL needs DENSENET_MODEL_REPOSITORY")
         return self

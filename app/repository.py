@@ -102,6 +102,11 @@ def load_models(settings: Settings, loader: EngineLoader | None = None) -> list[
     if settings.model_repository is None:
         engine = _load(load, settings.model_path)
         return [LoadedModel(engine.spec.name, 1, settings.model_path, engine)]
+    if "model_path" in settings.model_fields_set:
+        log.warning(
+            "DENSENET_MODEL_PATH=%s is ignored: DENSENET_MODEL_REPOSITORY is set",
+            settings.model_path,
+        )
     found = discover(settings.model_repository)
     models = [LoadedModel(name, v, path, _load(load, path)) for name, v, path in found]
     names = {m.name for m in models}

@@ -37,10 +37,10 @@ def test_a_real_api_key_is_kept_secret() -> None:
     assert "s3cret" not in repr(settings)
 
 
-def test_model_path_and_repository_are_exclusive(tmp_path: Path) -> None:
-    with pytest.raises(ValidationError, match="not both"):
-        Settings(model_path=tmp_path / "a.onnx", model_repository=tmp_path)
-    assert Settings(model_repository=tmp_path).model_repository == tmp_path
+def test_a_repository_takes_precedence_over_a_model_path(tmp_path: Path) -> None:
+    """The images set DENSENET_MODEL_PATH; mounting a repository must still work."""
+    settings = Settings(model_path=tmp_path / "a.onnx", model_repository=tmp_path)
+    assert settings.model_repository == tmp_path
 
 
 def test_default_model_needs_a_repository() -> None:

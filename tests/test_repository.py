@@ -193,6 +193,7 @@ class Recording(ControlledEngine):
 
     def run(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
         self.shapes.append(batch.shape)
+        self.started.set()
         time.sleep(self.delay_s if batch.any() else 0)
         result = super().run(batch)
         self.finished.append(time.monotonic())
@@ -269,3 +270,23 @@ async def test_metrics_and_readiness_are_per_model(repository: Path) -> None:
         ):
             assert series in text, series
         assert 'model="resnet"' not in text
+
+
+async def test_a_batch_is_taken_when_the_device_is_free(repository: Path) -> None:
+    """Images that queue while another model's batch runs all join this model's next
+    batch (taken before the wait, the first arrival would have gone alone)."""
+    settings = repo_settings(repository, max_batch_size=8)
+    loader, engines = recording_loader(settings, {"densenet": 2.0})
+    async with serve(settings, engine_loader=loader) as (app, client):
+        colors = engines["colors/2"]
+        warm = len(colors.shapes)
+        engines["densenet/1"].started.clear()
+        busy = asyncio.ensure_future(classify(client, model="densenet"))
+        await asyncio.to_thread(engines["densenet/1"].started.wait, 10)
+        sent = [asyncio.ensure_future(classify(client, model="colors")) for _ in range(6)]
+        colors_queue = app.state.service.repository.find("colors").batcher
+        await wait_until(lambda: colors_queue.queue_depth == 6)
+        assert not busy.done(), "the slow batch ended before the others queued"
+        assert all(r.status_code == 200 for r in await asyncio.gather(*sent))
+        assert [s[0] for s in colors.shapes[warm:]] == [6]
+        assert (await busy).status_code == 200
