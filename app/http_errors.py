@@ -33,11 +33,16 @@ def speaks_v2(path: str) -> bool:
     return path == "/v2" or path.startswith("/v2/")
 
 
+def count(metrics: Metrics, error: ServiceError) -> None:
+    """Count an error a client is answered with (a response, or an item of a batch)."""
+    metrics.errors.labels(error.code).inc()
+
+
 def render(
     metrics: Metrics, error: ServiceError, request_id: str | None, path: str = ""
 ) -> JSONResponse:
     """The response for `error`, counted, in the shape of the protocol `path` speaks."""
-    metrics.errors.labels(error.code).inc()
+    count(metrics, error)
     if speaks_v2(path):
         return JSONResponse(
             {"error": f"{error.code}: {error.message}"},

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 
 from app.errors import InternalError, ServiceError
-from app.http_errors import error_body, request_id
+from app.http_errors import count, error_body, request_id
 from app.middleware import declare_body_limit
 from app.pipeline import Classified, Pipeline
 from app.routes.admission import bounded, pick
@@ -145,7 +145,7 @@ async def classify_batch(
             try:
                 return _render(pipeline, await pipeline.classify(data, k, req_id), received)
             except ServiceError as exc:
-                service.metrics.errors.labels(exc.code).inc()
+                count(service.metrics, exc)
                 return exc
             except Exception:
                 log.exception("unhandled error in a batch item (request id %s)", req_id)
