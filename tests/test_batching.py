@@ -12,6 +12,7 @@ from numpy.typing import NDArray
 from app.batching import DynamicBatcher, InferenceDevice
 from app.errors import InferenceFailed, Overloaded, ShuttingDown
 from app.metrics import Metrics
+from tests.conftest import wait_until
 
 
 class Model:
@@ -96,18 +97,13 @@ async def test_queue_limit_and_cancellation_free_slots() -> None:
     batcher = make(model, max_batch_size=1, max_queue_size=2, max_batch_delay_s=0)
     model.gate.clear()
     running = asyncio.ensure_future(batcher.submit(item(0)))
-    for _ in range(10_000):  # until the first batch holds the model
-        if batcher.in_flight:
-            break
-        await asyncio.sleep(0.001)
+    await wait_until(lambda: batcher.in_flight)  # the first batch holds the model
     waiting = [asyncio.ensure_future(batcher.submit(item(i))) for i in (1, 2)]
-    await asyncio.sleep(0.01)
-    assert batcher.queue_depth == 2
+    await wait_until(lambda: batcher.queue_depth == 2)
     with pytest.raises(Overloaded):
         await batcher.submit(item(3))
     waiting[0].cancel()
-    await asyncio.sleep(0.01)
-    assert batcher.queue_depth == 1  # the cancelled request gave its slot back
+    await wait_until(lambda: batcher.queue_depth == 1)  # the cancelled one gave its slot back
     late = asyncio.ensure_future(batcher.submit(item(4)))
     model.gate.set()
     assert float((await running).output[0]) == 0.0
@@ -121,7 +117,7 @@ async def test_close_finishes_queued_work_then_refuses() -> None:
     model = Model()
     batcher = make(model, max_batch_delay_s=1.0)
     pending = [asyncio.ensure_future(batcher.submit(item(i))) for i in range(3)]
-    await asyncio.sleep(0.01)
+    await wait_until(lambda: batcher.queue_depth == 3)
     await batcher.close()  # does not wait out the 1 s delay
     assert [float((await p).output[0]) for p in pending] == [0.0, 4.0, 8.0]
     with pytest.raises(ShuttingDown):
