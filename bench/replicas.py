@@ -158,8 +158,13 @@ def summarize(outcomes: list[Outcome], timeline: Timeline) -> dict[str, Any]:
             **{k: v for k, v in kill.items() if k not in ("killed", "down")},
             "failed": len(failed),
             "failed_statuses": sorted({o.status for o in failed}),
+            # Sent in the second before the check noticed: HAProxy may still reuse a kept-alive
+            # connection to the dead replica, and a POST on it is not retried.
             "failed_started_after_kill": sum(
                 1 for o in failures(outcomes) if kill["killed"] < o.started < kill["down"]
+            ),
+            "failed_started_after_down": sum(
+                1 for o in failures(outcomes) if o.started >= kill["down"]
             ),
         }
     if "scale_up" in figures:
