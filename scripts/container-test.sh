@@ -42,6 +42,7 @@ if ! install_tools; then
 fi
 configure_podman
 touch "$WORK/created"
+trap_errors
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 

@@ -9,7 +9,7 @@ say() { echo "container-test: $*" >&2; }
 # start and removal of a container with a HEALTHCHECK; the checks call
 # `podman healthcheck run` themselves instead, so those lines are only noise.
 podman() {
-    command podman "$@" 2> >(grep -v 'unable to get systemd connection' >&2)
+    command podman "$@" 2> >(grep -v 'unable to get systemd connection' >&2 || true)
 }
 fail() { say "FAIL: $*"; exit 1; }
 
@@ -20,6 +20,9 @@ declare -A TOOL_FILES=(
     # netavark + aardvark-dns: compose services find each other by name (Prometheus ->
     # classifier:8000); Debian's podman otherwise falls back to CNI without DNS.
     [netavark]=/usr/lib/podman/netavark [aardvark-dns]=/usr/lib/podman/aardvark-dns
+    # netavark runs iptables to set up every network, the build's included; without it
+    # `podman build` fails at the first RUN step ("netavark: No such file or directory").
+    [iptables]=/usr/sbin/iptables
 )
 
 # Installs the missing packages; returns non-zero when that is not possible here.
@@ -93,9 +96,34 @@ remove_kind() {
     done
 }
 
+# On failure, before anything is removed: the tail of every log this run wrote and of every
+# container it started, so that the cause of a failure outlives the scratch directory.
+report_failure() {
+    local log id
+    for log in "$WORK"/*.log; do
+        [[ -s $log ]] || continue
+        say "--- last 30 lines of $(basename "$log") ---"
+        tail -n 30 "$log" >&2
+    done
+    [[ -f $WORK/created ]] || return 0
+    awk '$1 == "container" { print $2 }' "$WORK/created" | sort -u | while read -r id; do
+        podman container exists "$id" || continue
+        say "--- container ${id:0:12} ($(podman inspect --format '{{.Name}} {{.State.Status}} exit {{.State.ExitCode}}' "$id")): last 30 log lines ---"
+        podman logs --tail 30 "$id" 2>&1 | cat >&2
+    done
+}
+
+# A command that fails outside an explicit `|| fail` still names itself and its line.
+trap_errors() {
+    set -E
+    trap 'say "FAIL: \"$BASH_COMMAND\" exited $? (${BASH_SOURCE[0]}:$LINENO, in ${FUNCNAME[0]:-main})"' ERR
+}
+
 cleanup() {
     local status=$?
     set +e
+    trap - ERR
+    ((status == 0)) || report_failure
     if [[ -f $WORK/created ]]; then
         [[ -n ${COMPOSE_PROJECT:-} ]] && track_compose_project "$COMPOSE_PROJECT"
         remove_kind container podman rm --force --ignore --time 0
