@@ -110,9 +110,9 @@ class Settings(BaseSettings):
     max_inflight_upload_bytes: int = Field(
         256 * 1024 * 1024,
         ge=1024,
-        description="Request bodies all requests together may hold at once (a body without "
-        "Content-Length reserves its route's whole limit); beyond it 503 overloaded. Bounds "
-        "the memory and the /tmp spool that uploads can take.",
+        description="Request body bytes all requests together may hold at once, counted as "
+        "they arrive; beyond it 503 overloaded (at once when a declared Content-Length cannot "
+        "fit). Bounds the memory and the /tmp spool that uploads can take.",
     )
     max_image_pixels: int = Field(
         40_000_000, ge=1, description="Largest width x height accepted (decompression bombs: 413)."
@@ -174,14 +174,26 @@ class Settings(BaseSettings):
 
     @field_validator("api_key")
     @classmethod
-    def _api_key_not_empty(cls, value: SecretStr | None) -> SecretStr | None:
+    def _api_key_usable(cls, value: SecretStr | None) -> SecretStr | None:
         # An empty key (what `${API_KEY}` gives when unset) must not turn auth on with an
         # empty token accepted: refuse to start rather than guess what was meant.
-        if value is not None and not value.get_secret_value().strip():
+        if value is None:
+            return None
+        # Surrounding whitespace is dropped as it is from the client's token: a key made
+        # from a file usually ends in a newline that no client sends.
+        key = value.get_secret_value().strip()
+        if not key:
             raise ValueError(
                 "DENSENET_API_KEY is set but empty; unset it to turn authentication off"
             )
-        return value
+        # A bearer token travels in an HTTP header (latin-1 on the wire, RFC 6750's
+        # characters in practice): a key outside visible ASCII could never be matched.
+        if not all("!" <= c <= "~" for c in key):
+            raise ValueError(
+                "DENSENET_API_KEY may hold only visible ASCII characters (no spaces inside, "
+                "nothing outside ASCII): an HTTP header could not carry it"
+            )
+        return SecretStr(key)
 
     @field_validator("providers")
     @classmethod

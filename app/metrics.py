@@ -106,7 +106,7 @@ class Metrics:
         )
         self.upload_bytes = Gauge(
             "classifier_upload_bytes",
-            "Request body bytes reserved by uploads in progress "
+            "Request body bytes received and held by uploads in progress "
             "(DENSENET_MAX_INFLIGHT_UPLOAD_BYTES limits them).",
             registry=r,
         )

@@ -6,11 +6,18 @@ a body get a small default. The limit is checked against Content-Length before t
 byte is read and again while the body streams in, the whole body must arrive within the
 body timeout, and all bodies being received together stay within the upload budget. An
 error sent before the body was read to its end closes the connection.
+
+The budget counts bytes as they arrive, whatever the headers say: a declared
+Content-Length only refuses early a body that could not fit now. So a chunked body cannot
+slip past it, and a client that announces a large body and sends nothing holds nothing.
+A request with both Content-Length and Transfer-Encoding is refused (RFC 9112 section
+6.1): the two framings disagree about where the body ends.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -23,6 +30,7 @@ from app.draining import Drain
 from app.errors import (
     BodyTimeout,
     InternalError,
+    MalformedRequest,
     Overloaded,
     PayloadTooLarge,
     ServiceError,
@@ -33,7 +41,7 @@ from app.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}", re.ASCII)
 _METHODS = frozenset({"GET", "POST", "HEAD", "OPTIONS"})
 DEFAULT_BODY_LIMIT = 64 * 1024
 
@@ -50,17 +58,18 @@ class _Body:
         self, scope: Scope, receive: Receive, middleware: RequestContextMiddleware
     ) -> None:
         self.scope, self._receive, self._owner = scope, receive, middleware
-        self.reserved = 0
-        self.received = 0
+        self.reserved = 0  # bytes of this body received so far, held in the budget
         self.done = False
         self.started = False
         self.deadline = time.monotonic() + middleware.body_timeout_s
         headers = dict(scope["headers"])
-        try:
-            self.declared: int | None = int(headers[b"content-length"])
-        except (KeyError, ValueError):
-            self.declared = None
-        self.expected = self.declared not in (None, 0) or b"transfer-encoding" in headers
+        self.chunked = b"transfer-encoding" in headers
+        self.declared: int | None = None
+        if not self.chunked:
+            with contextlib.suppress(KeyError, ValueError):
+                self.declared = int(headers[b"content-length"])
+        self.framing_conflict = self.chunked and b"content-length" in headers
+        self.expected = self.declared not in (None, 0) or self.chunked
 
     @property
     def unread(self) -> bool:
@@ -68,7 +77,7 @@ class _Body:
         return self.expected and not self.done
 
     def _start(self) -> None:
-        """On the first read, when the route has declared its limit: check and reserve."""
+        """On the first read, when the route has declared its limit: check what was declared."""
         self.started = True
         limit = self.scope.get("state", {}).get("body_limit", DEFAULT_BODY_LIMIT)
         self.limit = int(limit)
@@ -76,9 +85,8 @@ class _Body:
             raise PayloadTooLarge(
                 f"request body is {self.declared} bytes; the limit is {self.limit}"
             )
-        size = self.limit if self.declared is None else self.declared
-        self._owner.reserve(size)
-        self.reserved = size
+        if self.declared:
+            self._owner.check_room(self.declared)
 
     async def receive(self) -> Message:
         if self.done:  # waiting for a disconnect: no deadline applies
@@ -92,9 +100,11 @@ class _Body:
             timeout = self._owner.body_timeout_s
             raise BodyTimeout(f"request body not received within {timeout:g} s") from None
         if message["type"] == "http.request":
-            self.received += len(message.get("body", b""))
-            if self.received > self.limit:
+            size = len(message.get("body", b""))
+            if self.reserved + size > self.limit:
                 raise PayloadTooLarge(f"request body exceeds the limit of {self.limit} bytes")
+            self._owner.take(size)
+            self.reserved += size
             self.done = not message.get("more_body", False)
         return message
 
@@ -118,12 +128,14 @@ class RequestContextMiddleware:
         self.uploading_bytes = 0
         metrics.upload_bytes.set_function(lambda: self.uploading_bytes)
 
-    def reserve(self, size: int) -> None:
-        if size and self.uploading_bytes + size > self.upload_budget_bytes:
-            raise Overloaded(
-                "too many uploads in progress; retry shortly (send Content-Length so that "
-                "only the body's real size is reserved)"
-            )
+    def check_room(self, size: int) -> None:
+        """Refuse at once a body that cannot fit in what the budget has left now."""
+        if self.uploading_bytes + size > self.upload_budget_bytes:
+            raise Overloaded("too many uploads in progress; retry shortly")
+
+    def take(self, size: int) -> None:
+        """Hold `size` more bytes of a body that arrived, or refuse it mid-upload."""
+        self.check_room(size)
         self.uploading_bytes += size
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -132,7 +144,7 @@ class RequestContextMiddleware:
             return
         started = time.perf_counter()
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = given if _CLIENT_REQUEST_ID.match(given) else uuid.uuid4().hex
+        request_id = given if _CLIENT_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500
         response_started = False
@@ -154,6 +166,10 @@ class RequestContextMiddleware:
             await response(scope, receive, send_with_id)
 
         try:
+            if body.framing_conflict:
+                raise MalformedRequest(
+                    "send Content-Length or Transfer-Encoding, not both (RFC 9112 section 6.1)"
+                )
             await self.app(scope, body.receive, send_with_id)
         except ServiceError as exc:  # raised here, or from receive outside a route
             if response_started:

@@ -12,7 +12,6 @@ import dataclasses
 import io
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +23,7 @@ from app.config import Settings
 from app.engine import Engine
 from app.engine import warm_up as warm_up_engine
 from app.errors import InvalidImage, InvalidParameter, NotReady, Overloaded, ServiceError
+from app.fair_pool import FairPool
 from app.metrics import Metrics
 from app.postprocess import softmax, top_k
 from app.preprocess import preprocess
@@ -73,7 +73,7 @@ class Pipeline:
         engine: Engine,
         settings: Settings,
         device: InferenceDevice,
-        preprocess_pool: ThreadPoolExecutor,
+        preprocess_pool: FairPool,
         metrics: Metrics,
     ) -> None:
         self.name, self.version, self.engine, self.spec = name, version, engine, engine.spec
@@ -135,15 +135,14 @@ class Pipeline:
     def start(self) -> None:
         self.batcher.start()
 
-    async def warm_up(self, device: InferenceDevice, preprocess_threads: int) -> None:
+    async def warm_up(self, device: InferenceDevice) -> None:
         """Warm every preprocessing thread (decoders load lazily) and the model."""
         sample = _sample_jpeg()
-        loop = asyncio.get_running_loop()
         recipe = self.spec.recipe
         await asyncio.gather(
             *(
-                loop.run_in_executor(self._pool, preprocess, sample, recipe, 10**6)
-                for _ in range(preprocess_threads)
+                self._pool.submit(self.name, preprocess, sample, recipe, 10**6)
+                for _ in range(self._pool.threads)
             )
         )
         runs, size = self.settings.warmup_runs, self.max_batch_size
@@ -196,15 +195,20 @@ class Pipeline:
 
     async def _preprocess(self, data: bytes) -> NDArray[np.float32]:
         settings = self.settings
-        work = self._pool.submit(
-            preprocess, data, self.spec.recipe, settings.max_image_pixels, settings.jpeg_draft
-        )
-        # Counted on the thread's work item, not the awaiting task: a cancelled request's
-        # decode still occupies a thread (and its upload) until it finishes.
+        # Counted on the pool's work item, not the awaiting task: a cancelled request's
+        # decode still occupies a thread (and its upload) until it finishes. One lane per
+        # model name, so that its versions together get one share of the threads.
         self._preprocessing += 1
-        loop = asyncio.get_running_loop()
-        work.add_done_callback(lambda _: loop.call_soon_threadsafe(self._decoded))
-        return await asyncio.wrap_future(work)
+        decoded = self._pool.submit(
+            self.name,
+            preprocess,
+            data,
+            self.spec.recipe,
+            settings.max_image_pixels,
+            settings.jpeg_draft,
+            on_done=self._decoded,
+        )
+        return await decoded
 
     def _decoded(self) -> None:
         self._preprocessing -= 1

@@ -9,9 +9,7 @@ versions are matched only against what was loaded at start-up: no request reads 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,14 +17,15 @@ from app.batching import InferenceDevice
 from app.config import Settings
 from app.engine import Engine, open_engine
 from app.errors import ModelLoadError, ModelNotFound, ServiceError
+from app.fair_pool import FairPool
 from app.metrics import Metrics
+from app.names import is_model_name, parse_version
 from app.pipeline import Pipeline
 from app.precision import Hardware, choose, detect_hardware
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.onnx"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 EngineLoader = Callable[[Path], Engine]
 
 
@@ -43,16 +42,18 @@ def _versions(model_dir: Path) -> list[tuple[int, Path]]:
     for entry in sorted(model_dir.iterdir()):
         if not entry.is_dir() or entry.name.startswith("."):
             continue  # config.pbtxt, labels files and the like, as Triton keeps them
-        if not entry.name.isdigit() or int(entry.name) < 1:
+        version = parse_version(entry.name)
+        if version is None:
             raise ModelLoadError(
-                f"{entry}: a version directory must be a positive integer, not '{entry.name}'"
+                f"{model_dir}: version directory {entry.name!r:.40} is not a positive "
+                "integer in ASCII digits"
             )
-        if int(entry.name) in versions:
-            raise ModelLoadError(f"{entry}: version {int(entry.name)} appears twice")
+        if version in versions:
+            raise ModelLoadError(f"{entry}: version {version} appears twice")
         model = entry / MODEL_FILE
         if not model.is_file():
             raise ModelLoadError(f"{entry}: no {MODEL_FILE} in this version directory")
-        versions[int(entry.name)] = model
+        versions[version] = model
     if not versions:
         raise ModelLoadError(f"{model_dir}: model directory has no version directories")
     return sorted(versions.items())
@@ -69,8 +70,11 @@ def discover(repository: Path) -> list[tuple[str, int, Path]]:
         if not model_dir.is_dir():
             log.warning("model repository: ignoring %s (not a model directory)", model_dir)
             continue
-        if not _NAME.match(model_dir.name):
-            raise ModelLoadError(f"{model_dir}: '{model_dir.name}' is not a valid model name")
+        if not is_model_name(model_dir.name):
+            raise ModelLoadError(
+                f"{repository}: directory {model_dir.name!r:.80} is not a valid model name "
+                "(letters, digits, '_.-', at most 64, starting with a letter or digit)"
+            )
         found.extend((model_dir.name, v, path) for v, path in _versions(model_dir))
     if not found:
         raise ModelLoadError(f"model repository {repository} has no models")
@@ -101,6 +105,11 @@ def load_models(settings: Settings, loader: EngineLoader | None = None) -> list[
     load = loader or default_engine_loader(settings)
     if settings.model_repository is None:
         engine = _load(load, settings.model_path)
+        if not is_model_name(engine.spec.name):
+            raise ModelLoadError(
+                f"{settings.model_path}: its model name {engine.spec.name!r:.80} (metadata "
+                "'arch', else the file name) is not valid: letters, digits, '_.-', at most 64"
+            )
         return [LoadedModel(engine.spec.name, 1, settings.model_path, engine)]
     if "model_path" in settings.model_fields_set:
         log.warning(
@@ -136,8 +145,7 @@ class ModelRepository:
 
     def __init__(self, models: list[LoadedModel], settings: Settings, metrics: Metrics) -> None:
         self.device = InferenceDevice()
-        self.preprocess_threads = settings.resolved_preprocess_threads()
-        self.pool = ThreadPoolExecutor(self.preprocess_threads, thread_name_prefix="preprocess")
+        self.pool = FairPool(settings.resolved_preprocess_threads(), "preprocess")
         self._pipelines = {
             (m.name, m.version): Pipeline(
                 m.name, m.version, m.engine, settings, self.device, self.pool, metrics
@@ -181,7 +189,7 @@ class ModelRepository:
         """Warm each model in turn; the first failure marks it and re-raises."""
         for pipeline in self:
             try:
-                await pipeline.warm_up(self.device, self.preprocess_threads)
+                await pipeline.warm_up(self.device)
             except Exception:
                 pipeline.warmup_failed = True
                 raise
@@ -197,7 +205,7 @@ class ModelRepository:
                 await pipeline.close()
         finally:
             self.device.close()
-            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool.close()
 
     def abort(self, error: ServiceError) -> None:
         for pipeline in self:

@@ -107,6 +107,16 @@ def _framing() -> list[Case]:
         _binary("v2_header_length_past_end", 400, bad, header, raw, header_length="99999999"),
         _binary("v2_header_length_not_a_number", 400, bad, header, raw, header_length="12abc"),
         _binary("v2_header_length_zero", 400, bad, header, raw, header_length="0"),
+        # int() of 5,000 digits raises ValueError (Python's digit limit): never a 500.
+        _binary("v2_header_length_5000_digits", 400, bad, header, raw, header_length="9" * 5000),
+        _binary(
+            "v2_header_length_unicode_digits",
+            400,
+            bad,
+            header,
+            raw,
+            header_length="\u00b2".encode("latin-1"),
+        ),
         _binary("v2_header_length_cuts_the_json", 400, bad, header, raw, header_length="20"),
         _binary("v2_binary_size_disagrees_with_shape", 400, bad, {"inputs": [_fp32()]}, raw[:-4]),
         _binary(

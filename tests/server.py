@@ -75,6 +75,20 @@ def start(
     return process, f"http://127.0.0.1:{port}"
 
 
+def read_response(sock: socket.socket, timeout_s: float = 10) -> tuple[bytes, bool]:
+    """Everything the server sends, and whether it then closed the connection."""
+    sock.settimeout(timeout_s)
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except TimeoutError:
+        return data, False
+    except ConnectionResetError:  # closed with the client's unread bytes still arriving
+        return data, True
+    return data, True
+
+
 def wait_until(condition: Callable[[], object], timeout_s: float = 30, what: str = "") -> None:
     """Poll `condition` until true; fail (not hang) after `timeout_s`."""
     deadline = time.monotonic() + timeout_s

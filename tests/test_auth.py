@@ -43,6 +43,14 @@ async def test_classification_needs_the_key(
             assert response.json()["error"]["code"] == "unauthorized"
 
 
+async def test_a_key_with_a_trailing_newline_still_lets_clients_in(tiny_model: Path) -> None:
+    async with serve(settings_for(tiny_model, api_key="k3y\n")) as (_, client):
+        response = await client.post(
+            "/classify", files={"file": JPEG}, headers={"authorization": "Bearer k3y"}
+        )
+        assert response.status_code == 200, response.text
+
+
 @pytest.mark.parametrize("protect", [False, True])
 async def test_operator_routes_follow_the_setting(tiny_model: Path, protect: bool) -> None:
     settings = settings_for(tiny_model, api_key="k3y", protect_ops_endpoints=protect)

@@ -30,6 +30,24 @@ def test_an_empty_api_key_is_refused(key: str, monkeypatch: pytest.MonkeyPatch) 
         Settings()
 
 
+def test_a_key_from_a_file_loses_its_newline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A secret made from a file usually ends in a newline that no client sends: stripped,
+    as the client's token is."""
+    monkeypatch.setenv("DENSENET_API_KEY", " s3cret\n")
+    settings = Settings()
+    assert settings.api_key is not None
+    assert settings.api_key.get_secret_value() == "s3cret"
+
+
+@pytest.mark.parametrize("key", ["s3crét", "k\u00e9y", "two words", "tab\tinside"])
+def test_a_key_no_header_can_carry_is_refused(key: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The header arrives as latin-1 and the key was compared as UTF-8: a non-ASCII key
+    could never match, so it is a start-up error, not a silent lock-out."""
+    monkeypatch.setenv("DENSENET_API_KEY", key)
+    with pytest.raises(ValidationError, match="only visible ASCII"):
+        Settings()
+
+
 def test_a_real_api_key_is_kept_secret() -> None:
     settings = Settings(api_key="s3cret")  # type: ignore[arg-type]
     assert settings.api_key is not None

@@ -257,6 +257,11 @@ async def test_metadata_config_health_and_index(v2: httpx.AsyncClient) -> None:
         ("/v2/models/nope/ready", 404, "model_not_found"),
         (f"/v2/models/{MODEL}/versions/2", 404, "has no version 2"),
         (f"/v2/models/{MODEL}/versions/abc/config", 404, "has no version 'abc'"),
+        # Only ASCII digits are versions: U+00B2 made int() raise (500), U+0661 was version 1.
+        (f"/v2/models/{MODEL}/versions/%C2%B2", 404, "has no version '\u00b2'"),
+        (f"/v2/models/{MODEL}/versions/%D9%A1", 404, "has no version '\u0661'"),
+        (f"/v2/models/{MODEL}/versions/{'1' * 5000}", 404, "has no version '111"),
+        (f"/v2/models/{MODEL}%0A/ready", 404, "model_not_found"),
         (f"/v2/models/{'x' * 300}", 404, "model_not_found"),
         ("/v2/nothing/here", 404, "not_found"),
     ],

@@ -14,6 +14,7 @@ import httpx
 import numpy as np
 import pytest
 from numpy.typing import NDArray
+from PIL import Image
 
 from app.config import Settings
 from app.engine import Engine
@@ -86,8 +87,13 @@ def broken(root: Path, case: str) -> None:
         (root / "colors" / "3").mkdir()
     elif case == "model_without_versions":
         (root / "empty-model").mkdir()
+    elif case in ("version_superscript", "version_arabic_indic"):
+        digit = "\u00b2" if case == "version_superscript" else "\u0662"  # '²', '٢'
+        shutil.copytree(root / "colors" / "1", root / "colors" / digit)
     elif case == "bad_name":
         shutil.copytree(root / "colors", root / "no spaces")
+    elif case == "name_with_newline":  # would split log lines and metric labels
+        shutil.copytree(root / "colors", root / "colors\n")
     elif case == "unknown_default":
         pass
 
@@ -96,10 +102,13 @@ def broken(root: Path, case: str) -> None:
     ("case", "message"),
     [
         ("broken_file", "colors/1/model.onnx as an ONNX model"),
-        ("version_not_a_number", "must be a positive integer, not 'latest'"),
+        ("version_not_a_number", "'latest' is not a positive integer in ASCII digits"),
+        ("version_superscript", "'\u00b2' is not a positive integer in ASCII digits"),
+        ("version_arabic_indic", "'\u0662' is not a positive integer in ASCII digits"),
         ("version_without_model", "no model.onnx in this version directory"),
         ("model_without_versions", "has no version directories"),
         ("bad_name", "is not a valid model name"),
+        ("name_with_newline", "'colors\\\\n' is not a valid model name"),
     ],
 )
 def test_an_invalid_repository_stops_start_up_naming_the_file(
@@ -244,6 +253,32 @@ async def test_a_flood_on_one_model_does_not_starve_another(repository: Path) ->
         assert pending > 5, "the flood was over before the other model was asked"
         # fair turns: it waited for at most a couple of the flooded model's batches
         assert answered - asked < 5 * 0.1 + 1.0
+        assert all(r.status_code == 200 for r in await asyncio.gather(*flood))
+
+
+async def test_a_slow_to_decode_flood_on_one_model_does_not_starve_another(
+    repository: Path,
+) -> None:
+    """The decode threads are taken in turns by model: a small image for one model waits
+    for at most one of another model's slow decodes, not for all of them."""
+    settings = repo_settings(repository, preprocess_threads=1, max_queue_size=64)
+    slow = images.encode(Image.new("RGB", (4000, 4000), (10, 200, 30)), "PNG")
+    async with serve(settings) as (app, client):
+        flooded = app.state.service.models().find("densenet")
+        flood = [
+            asyncio.ensure_future(
+                client.post(
+                    "/classify?model=densenet", content=slow, headers={"content-type": "image/png"}
+                )
+            )
+            for _ in range(8)
+        ]
+        await wait_until(lambda: flooded.admitted == 8)
+        other = await classify(client, model="colors")
+        decoded_before = sum(f.done() for f in flood)
+        assert other.status_code == 200, other.text
+        # First come, first served would have decoded all 8 first.
+        assert decoded_before <= 3, f"{decoded_before} of the flood were answered first"
         assert all(r.status_code == 200 for r in await asyncio.gather(*flood))
 
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests import images
-from tests.server import Server, metric, running, wait_until
+from tests.server import Server, metric, read_response, running, wait_until
 from tests.slow_model import calibrated_slow_model
 
 pytestmark = pytest.mark.slow
@@ -123,20 +123,6 @@ def test_exit_is_bounded_by_the_grace_period_when_the_model_hangs(tmp_path: Path
         assert answer.json()["error"]["code"] == "shutting_down"
         output = assert_clean_log(process)
         assert "grace period over" in output
-
-
-def read_response(sock: socket.socket, timeout_s: float = 10) -> tuple[bytes, bool]:
-    """Everything the server sends, and whether it then closed the connection."""
-    sock.settimeout(timeout_s)
-    data = b""
-    try:
-        while chunk := sock.recv(65536):
-            data += chunk
-    except TimeoutError:
-        return data, False
-    except ConnectionResetError:  # closed with the client's unread bytes still arriving
-        return data, True
-    return data, True
 
 
 @pytest.mark.parametrize("case", ["413_declared", "413_streamed", "408_trickled"])

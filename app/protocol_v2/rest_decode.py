@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from starlette.requests import ClientDisconnect, Request
 
 from app.errors import ClientDisconnected, MalformedRequest, PayloadTooLarge, UnsupportedMediaType
+from app.names import parse_count
 from app.protocol_v2.rest_schema import Header, Input, problems
 from app.protocol_v2.tensors import (
     BYTES,
@@ -66,7 +67,8 @@ def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
 def _json_size(declared: str | None, body_size: int) -> int:
     if declared is None:
         return body_size
-    size = int(declared) if declared.strip().isdigit() else -1
+    size = parse_count(declared.strip())
+    size = -1 if size is None else size
     if not 0 < size <= body_size:
         raise MalformedRequest(
             f"Inference-Header-Content-Length is '{declared[:32]}' but the body is "
@@ -221,7 +223,8 @@ async def read_request(request: Request, limit: int) -> InferenceRequest:
         raise ClientDisconnected("client closed the connection during the upload") from None
     declared = request.headers.get(HEADER_LENGTH)
     encoding = request.headers.get("content-encoding", "").strip().lower()
-    json_size = int(declared) if declared and declared.isdigit() else len(body)
+    json_size = parse_count(declared.strip()) if declared else None
+    json_size = json_size or len(body)
     args = (body, declared, encoding, limit)
     if encoding not in ("", "identity") or json_size > OFF_LOOP_BYTES:
         return await asyncio.to_thread(decode_request, *args)

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from app.errors import MalformedRequest, ModelNotFound
 from app.http_errors import request_id
 from app.middleware import declare_body_limit
+from app.names import is_model_name, parse_version
 from app.pipeline import Pipeline
 from app.protocol_v2 import dataplane
 from app.protocol_v2.rest_decode import read_request
@@ -50,11 +51,12 @@ _INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 def _find(service: Service, name: str, version: str | None) -> Pipeline:
     """The named model version, loaded (ready or not): unknown names and versions are 404."""
-    if version is not None and not version.isdigit():
-        raise ModelNotFound(f"model '{name[:64]}' has no version '{version[:32]}'")
-    if len(name) > 64:
-        raise ModelNotFound(f"no model named '{name[:64]}...'")
-    return service.models().find(name, int(version) if version else None)
+    if not is_model_name(name):
+        raise ModelNotFound(f"no model named {name!r:.80}")
+    number = None if version is None else parse_version(version)
+    if version is not None and number is None:
+        raise ModelNotFound(f"model '{name}' has no version {version!r:.40}")
+    return service.models().find(name, number)
 
 
 def _pick(service: Service, name: str, version: str | None) -> Pipeline:
