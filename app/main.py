@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
-from app import http_errors
+from app import __version__, http_errors
 from app.config import Settings
 from app.metrics import Metrics
 from app.middleware import RequestContextMiddleware
@@ -109,7 +109,7 @@ def create_app(
     # where no CDN can be reached (air-gapped clusters, these build machines).
     app = FastAPIOffline(
         title="DenseNet image classification",
-        version="0.2.0",
+        version=__version__,
         description="Classify images with DenseNets (or any annotated ONNX classifier) on "
         'ONNX Runtime. Errors always have the shape {"error": {"code": ..., "message": ...}}.',
         lifespan=_lifespan(load),
