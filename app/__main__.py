@@ -15,7 +15,7 @@ import os
 import signal
 import socket
 import sys
-import threading
+import time
 from collections.abc import Coroutine
 from types import FrameType
 
@@ -108,17 +108,16 @@ class DrainingServer(uvicorn.Server):
         await self.service.drain.wait_idle(0.5)
 
 
-def _exit_without_stuck_threads(code: int) -> int:
-    """Python joins worker threads at exit; an inference stuck in one must not hold it."""
-    busy = [
-        t
-        for t in threading.enumerate()
-        if t is not threading.main_thread() and not t.daemon and t.is_alive()
-    ]
-    for thread in busy:
-        thread.join(timeout=0.5 / len(busy))
-    if any(t.is_alive() for t in busy):
-        log.error("exiting while a worker thread is still busy (a stuck inference?)")
+def _exit_without_stuck_threads(code: int, service: Service) -> int:
+    """Python joins worker threads at exit; an inference or decode stuck in one must not
+    hold it. Only the service's own work counts: an idle thread some library keeps (the
+    OpenVINO package starts a telemetry thread pool) ends by itself at exit."""
+    repository = service.repository
+    deadline = time.monotonic() + 0.5
+    while repository is not None and repository.threads_busy and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if repository is not None and repository.threads_busy:
+        log.error("exiting while a model is still running on a worker thread (a stuck inference?)")
         logging.shutdown()
         os._exit(code)
     return code
@@ -152,9 +151,10 @@ def main() -> int:
     # uvicorn restores the default handlers on its way out: a late repeated SIGTERM must
     # not turn a clean exit into death by signal.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    service = app.state.service
     if not server.started:  # uvicorn could not start the app (it logged why)
-        return _exit_without_stuck_threads(1)
-    return _exit_without_stuck_threads(server.exit_code)
+        return _exit_without_stuck_threads(1, service)
+    return _exit_without_stuck_threads(server.exit_code, service)
 
 
 if __name__ == "__main__":

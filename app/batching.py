@@ -17,9 +17,9 @@ import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -39,6 +39,12 @@ class InferenceDevice:
     def __init__(self) -> None:
         self._turn = asyncio.Lock()  # asyncio.Lock wakes waiters first-in, first-out
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._running: set[Future[Any]] = set()
+
+    @property
+    def busy(self) -> bool:
+        """Work is running on the inference thread (its caller may have given up on it)."""
+        return bool(self._running)
 
     @contextlib.asynccontextmanager
     async def turn(self) -> AsyncIterator[None]:
@@ -48,7 +54,10 @@ class InferenceDevice:
 
     async def run(self, work: Callable[..., T], *args: object) -> T:
         """`work(*args)` on the inference thread; the caller holds the turn."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, work, *args)
+        running = self._executor.submit(work, *args)
+        self._running.add(running)
+        running.add_done_callback(self._running.discard)
+        return await asyncio.wrap_future(running)
 
     async def call(self, work: Callable[..., T], *args: object) -> T:
         """`work(*args)` on the inference thread, when this device's turn comes."""

@@ -39,9 +39,15 @@ class FairPool:
             threads, thread_name_prefix=thread_name_prefix
         )
         self._lanes: OrderedDict[str, deque[_Job[Any]]] = OrderedDict()
-        self._busy = 0
+        self._busy = 0  # threads given work, as the loop counts them
+        self._running: set[concurrent.futures.Future[Any]] = set()  # as the threads do
         self._waiting = 0
         self._closed = False
+
+    @property
+    def busy(self) -> bool:
+        """Work is running on a thread now (also after the event loop has stopped)."""
+        return bool(self._running)
 
     @property
     def waiting(self) -> int:
@@ -88,6 +94,8 @@ class FairPool:
                 continue
             self._busy += 1
             running = self._executor.submit(job.work, *job.args)
+            self._running.add(running)
+            running.add_done_callback(self._running.discard)
             running.add_done_callback(functools.partial(self._on_thread_done, loop, job))
 
     def _on_thread_done(

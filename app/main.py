@@ -84,10 +84,15 @@ def _lifespan(
             # What is left of the one grace period, not a second one: a stuck inference
             # must not hold the exit (python -m app exits without joining its thread).
             try:
-                async with asyncio.timeout(service.drain.remaining_s()):
+                async with asyncio.timeout(max(0.1, service.drain.remaining_s())):
                     await repository.close()
             except TimeoutError:
-                log.error("inference did not finish within the grace period; exiting anyway")
+                # Said only of what is really left: uploads still arriving are not inference.
+                left = [f"{n} image(s) still queued"] if (n := repository.unfinished) else []
+                if repository.threads_busy:
+                    left.append("a model still running on a worker thread")
+                if left:
+                    log.error("grace period over with %s; exiting anyway", " and ".join(left))
 
     return lifespan
 

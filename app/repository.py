@@ -181,6 +181,16 @@ class ModelRepository:
     def ready(self) -> bool:
         return all(p.ready for p in self)
 
+    @property
+    def threads_busy(self) -> bool:
+        """Inference or decoding is running on a worker thread right now."""
+        return self.device.busy or self.pool.busy
+
+    @property
+    def unfinished(self) -> int:
+        """Images decoding, queued or in a batch being run, in every model."""
+        return sum(p.admitted + p.batcher.in_flight for p in self)
+
     def start(self) -> None:
         for pipeline in self:
             pipeline.start()

@@ -54,10 +54,17 @@ def free_port() -> int:
         return port
 
 
+APP = ["-m", "app"]
+
+
 def start(
-    model: Path | None, preexec_fn: Callable[[], None] | None = None, **settings: object
+    model: Path | None,
+    preexec_fn: Callable[[], None] | None = None,
+    python_args: list[str] = APP,
+    **settings: object,
 ) -> tuple[Server, str]:
-    """`python -m app` serving `model` (None: the settings name a model repository)."""
+    """`python -m app` serving `model` (None: the settings name a model repository);
+    `python_args` replace `-m app` (a wrapper that runs the app's module in the end)."""
     port = free_port()
     env = {
         **os.environ,
@@ -71,7 +78,7 @@ def start(
     if model is not None:
         env["DENSENET_MODEL_PATH"] = str(model)
     env.update({f"DENSENET_{k.upper()}": str(v) for k, v in settings.items()})
-    process = Server([sys.executable, "-m", "app"], env, preexec_fn=preexec_fn)
+    process = Server([sys.executable, *python_args], env, preexec_fn=preexec_fn)
     return process, f"http://127.0.0.1:{port}"
 
 
@@ -121,9 +128,12 @@ def wait_ready(process: Server, url: str, timeout: float = 60) -> None:
 
 @contextmanager
 def running(
-    model: Path | None, preexec_fn: Callable[[], None] | None = None, **settings: object
+    model: Path | None,
+    preexec_fn: Callable[[], None] | None = None,
+    python_args: list[str] = APP,
+    **settings: object,
 ) -> Iterator[tuple[Server, str]]:
-    process, url = start(model, preexec_fn, **settings)
+    process, url = start(model, preexec_fn, python_args, **settings)
     try:
         wait_ready(process, url)
         yield process, url

@@ -414,9 +414,11 @@ async def test_failed_warm_up_is_reported_not_hidden(tiny_model: Path) -> None:
             assert "Error" not in error["message"]  # no exception class names
 
 
+PYPROJECT = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+
+
 async def test_one_version_everywhere(client: httpx.AsyncClient) -> None:
     """pyproject.toml's version is what /docs and GET /v2 say (0.1.0 vs 0.2.0 before)."""
-    with (Path(__file__).resolve().parent.parent / "pyproject.toml").open("rb") as file:
-        declared = tomllib.load(file)["project"]["version"]
+    declared = tomllib.loads(PYPROJECT)["project"]["version"]
     assert (await client.get("/openapi.json")).json()["info"]["version"] == declared
     assert (await client.get("/v2")).json()["version"] == declared

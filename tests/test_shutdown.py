@@ -123,6 +123,48 @@ def test_exit_is_bounded_by_the_grace_period_when_the_model_hangs(tmp_path: Path
         assert answer.json()["error"]["code"] == "shutting_down"
         output = assert_clean_log(process)
         assert "grace period over" in output
+        assert "grace period over with a model still running on a worker thread" in output
+        assert "exiting while a model is still running on a worker thread" in output
+
+
+def test_uploads_left_at_the_end_of_the_grace_period_are_not_called_inference(
+    tiny_model: Path,
+) -> None:
+    with running(tiny_model, shutdown_grace_s=1, body_read_timeout_s=60) as (process, url):
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port)) as upload:
+            upload.sendall(
+                b"POST /classify HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\n"
+                b"Content-Length: 100000\r\n\r\n" + b"\xff" * 10
+            )
+            wait_until(lambda: metric(url, "classifier_upload_bytes") == 10, what="upload begun")
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=30) == 0
+        output = assert_clean_log(process)
+        assert "grace period over: 1 request(s) unfinished" in output
+        assert "inference" not in output.split("received SIGTERM", 1)[1], output
+
+
+# What the OpenVINO package does on import (a telemetry thread pool), in any precision:
+# an idle worker thread that is not the service's.
+IDLE_THREAD_FIRST = [
+    "-c",
+    "import concurrent.futures, runpy; "
+    "kept = concurrent.futures.ThreadPoolExecutor(1); kept.submit(int).result(); "
+    "runpy.run_module('app', run_name='__main__', alter_sys=True)",
+]
+
+
+@pytest.mark.parametrize("python_args", [IDLE_THREAD_FIRST], ids=["idle_library_thread"])
+def test_an_idle_shutdown_logs_no_error(tiny_model: Path, python_args: list[str]) -> None:
+    """Every bf16 shutdown used to log 'exiting while a worker thread is still busy': the
+    thread was OpenVINO's idle telemetry pool, not an inference."""
+    with running(tiny_model, python_args=python_args) as (process, url):
+        assert httpx.post(f"{url}/classify", files={"file": images.jpeg()}).status_code == 200
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        output = assert_clean_log(process)
+        assert "ERROR" not in output, output
 
 
 @pytest.mark.parametrize("case", ["413_declared", "413_streamed", "408_trickled"])
