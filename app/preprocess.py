@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from app.errors import ImageTooLarge, InvalidImage
+from app.jpeg_scans import MAX_JPEG_SCANS, count_scans
 from app.model_spec import Recipe
 
 # Formats a photo upload can reasonably be; everything else Pillow can open (EPS, PSD,
@@ -55,6 +56,11 @@ def decode(data: bytes, max_pixels: int, draft_short_side: int | None = None) ->
     width, height = image.size
     if width * height > max_pixels:
         raise ImageTooLarge(f"image is {width}x{height}; the limit is {max_pixels} pixels")
+    if image.format in ("JPEG", "MPO") and count_scans(data) > MAX_JPEG_SCANS:
+        raise InvalidImage(
+            f"a JPEG of more than {MAX_JPEG_SCANS} scans is refused: each scan is a pass "
+            "over the whole image, and encoders write at most a few dozen"
+        )
     if draft_short_side and image.format in ("JPEG", "MPO"):
         reduce = draft_reduction(width, height, draft_short_side)
         if reduce > 1:

@@ -52,6 +52,28 @@ def palette_with_transparency(width: int = 256, height: int = 200) -> bytes:
     return encode(image, "PNG", transparency=0)
 
 
+def many_scan_jpeg(scans: int, size: int = 1000) -> bytes:
+    """A progressive JPEG of one flat colour whose smallest scan is repeated until it has
+    `scans` scans: a few bytes per scan, a pass over the whole image to decode each."""
+    data = encode(Image.new("RGB", (size, size), (120, 80, 40)), "JPEG", progressive=True)
+    position, pieces = 2, []  # (marker, bytes) after SOI; a scan with its entropy data
+    while data[position + 1] != 0xD9:
+        marker = data[position + 1]
+        end = position + 2 + int.from_bytes(data[position + 2 : position + 4], "big")
+        while marker == 0xDA and not (data[end] == 0xFF and data[end + 1] not in SCAN_BYTES):
+            end += 1
+        pieces.append((marker, data[position:end]))
+        position = end
+    found = [piece for marker, piece in pieces if marker == 0xDA]
+    assert len(found) <= scans, len(found)
+    tables = b"".join(piece for marker, piece in pieces if marker != 0xDA)
+    smallest = min(found[1:], key=len)
+    return data[:2] + tables + b"".join(found) + smallest * (scans - len(found)) + b"\xff\xd9"
+
+
+SCAN_BYTES = frozenset([0x00, *range(0xD0, 0xD8)])  # 0xFF then these stays inside a scan
+
+
 def cases() -> dict[str, bytes]:
     """Named images covering the modes and shapes the preprocessing must handle."""
     base = photo(500, 375, seed=1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from PIL import Image, ImageOps
 from torchvision.models import DenseNet121_Weights
 
 from app.errors import ImageTooLarge, InvalidImage
+from app.jpeg_scans import MAX_JPEG_SCANS, count_scans
 from app.model_spec import Recipe
 from app.preprocess import center_crop, decode, preprocess
 from tests import hostile, images
@@ -190,3 +192,21 @@ def test_the_setting_is_the_one_pixel_limit() -> None:
         decode(header_only, max_pixels=200_000_000)
     with pytest.raises(ImageTooLarge, match="the limit is 100000000"):
         decode(header_only, max_pixels=100_000_000)
+
+
+def test_scans_are_counted_from_the_markers() -> None:
+    assert count_scans(images.jpeg()) == 1
+    assert count_scans(images.encode(images.photo(64, 64), "JPEG", progressive=True)) == 10
+    assert count_scans(images.many_scan_jpeg(60)) == 60
+    assert count_scans(images.many_scan_jpeg(5000)) == MAX_JPEG_SCANS + 1  # stops counting
+
+
+def test_a_jpeg_of_too_many_scans_is_refused_before_decoding() -> None:
+    """20,000 near-empty scans of a 4000x4000 image: 374 KB, 6 s of CPU to decode."""
+    allowed = images.many_scan_jpeg(MAX_JPEG_SCANS)
+    assert preprocess(allowed, IMAGENET, 10**7).shape == (3, 224, 224)
+    bomb = images.many_scan_jpeg(20_000, size=4000)
+    started = time.process_time()
+    with pytest.raises(InvalidImage, match="more than 100 scans"):
+        preprocess(bomb, IMAGENET, 10**8)
+    assert time.process_time() - started < 1.0  # refused from the markers, not decoded
