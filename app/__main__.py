@@ -69,7 +69,6 @@ class DrainingServer(uvicorn.Server):
             grace = self.service.settings.shutdown_grace_s
             log.info("received %s: draining for up to %g s", name, grace)
             drain.begin(grace)
-            self.service.update_ready_gauge()
             self._spawn(self._drain())
         elif sig == signal.SIGINT and self._sigints >= 2:
             log.warning("second SIGINT: stopping now; work in progress gets 503 shutting_down")

@@ -108,6 +108,7 @@ class DynamicBatcher:
         self._no_delay = False  # set while draining: nobody new will join a batch
         self._running: list[_Pending] = []  # the batch being run now
         self._worker: asyncio.Task[None] | None = None
+        self.crashed = False  # the worker ended without close(): nothing will run
 
     @property
     def queue_depth(self) -> int:
@@ -120,6 +121,22 @@ class DynamicBatcher:
 
     def start(self) -> None:
         self._worker = asyncio.create_task(self._work(), name="batcher")
+        self._worker.add_done_callback(self._worker_ended)
+
+    def _worker_ended(self, worker: asyncio.Task[None]) -> None:
+        """A worker that ends before close() was called crashed: fail what waits, say so,
+        and refuse from now on (readiness reads `crashed`)."""
+        if self._closing:
+            return
+        self.crashed = True
+        error = None if worker.cancelled() else worker.exception()
+        log.error("the batch worker stopped unexpectedly; this model cannot serve", exc_info=error)
+        failure = InferenceFailed("the model's batch worker stopped; see the server log")
+        for item in [*self._pending, *self._running]:
+            if not item.future.done():
+                item.future.set_exception(failure)
+        self._pending.clear()
+        self._changed()
 
     async def submit(
         self, tensor: NDArray[np.float32], request_id: str | None = None
@@ -131,6 +148,8 @@ class DynamicBatcher:
         """
         if self._closing:
             raise ShuttingDown("the service is shutting down")
+        if self.crashed:
+            raise InferenceFailed("the model's batch worker stopped; see the server log")
         if len(self._pending) >= self.max_queue_size:
             raise Overloaded(f"the inference queue is full ({self.max_queue_size} images)")
         future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
@@ -150,7 +169,7 @@ class DynamicBatcher:
         self._closing = True
         self._has_pending.set()
         self._batch_full.set()
-        if self._worker is not None:
+        if self._worker is not None and not self._worker.done():  # a crashed one is over
             await self._worker
 
     def abort(self, error: ServiceError) -> None:

@@ -91,7 +91,8 @@ class Settings(BaseSettings):
     max_queue_size: int = Field(
         64,
         ge=1,
-        description="Images being decoded or waiting for inference; beyond it requests get 503.",
+        description="Images being decoded or waiting for inference, per model (all its "
+        "versions together); beyond it requests get 503.",
     )
     request_timeout_s: float = Field(
         10.0,

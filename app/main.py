@@ -58,7 +58,6 @@ async def _warm_up(service: Service, repository: ModelRepository) -> None:
         if service.on_fatal is not None:
             service.on_fatal()
         return
-    service.update_ready_gauge()
     log.info("warm-up done in %.2f s; ready", loop.time() - started)
 
 
@@ -79,7 +78,6 @@ def _lifespan(
             yield
         finally:
             service.drain.begin(service.settings.shutdown_grace_s)
-            service.update_ready_gauge()
             warm_up.cancel()
             # What is left of the one grace period, not a second one: a stuck inference
             # must not hold the exit (python -m app exits without joining its thread).

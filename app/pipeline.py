@@ -63,6 +63,19 @@ class Classified:
     inference_s: float
 
 
+class QueueShare:
+    """One model's queue limit, shared by all its versions: naming several versions must
+    not multiply what a client can have waiting."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.members: list[Pipeline] = []
+
+    @property
+    def admitted(self) -> int:
+        return sum(pipeline.admitted for pipeline in self.members)
+
+
 class Pipeline:
     """Everything about one served model version; one per (name, version)."""
 
@@ -75,6 +88,7 @@ class Pipeline:
         device: InferenceDevice,
         preprocess_pool: FairPool,
         metrics: Metrics,
+        queue: QueueShare | None = None,
     ) -> None:
         self.name, self.version, self.engine, self.spec = name, version, engine, engine.spec
         self.settings = settings
@@ -92,10 +106,13 @@ class Pipeline:
             max_queue_size=settings.max_queue_size,
         )
         self._preprocessing = 0  # images handed to the pool and not decoded yet
+        self._queue = queue or QueueShare(settings.max_queue_size)
+        self._queue.members.append(self)
         self.warmed_up = False
         self.warmup_failed = False
         self._metrics.queue_limit.set(settings.max_queue_size)
         self._metrics.admitted_images.set_function(lambda: self.admitted)
+        self._metrics.ready.set_function(lambda: 1 if self.ready else 0)
         metrics.model_info.labels(
             name,
             str(version),
@@ -112,9 +129,26 @@ class Pipeline:
 
     @property
     def ready(self) -> bool:
-        return self.warmed_up
+        return self.warmed_up and not self.batcher.crashed
+
+    def state(self) -> tuple[str, str]:
+        """READY, LOADING or UNAVAILABLE (Triton's words), and why when not READY."""
+        try:
+            self.check_ready()
+        except NotReady as exc:
+            return ("LOADING" if self.loading else "UNAVAILABLE"), str(exc)
+        return "READY", ""
+
+    @property
+    def loading(self) -> bool:
+        return not (self.warmed_up or self.warmup_failed or self.batcher.crashed)
 
     def check_ready(self) -> None:
+        if self.batcher.crashed:
+            raise NotReady(
+                f"model {self.name} version {self.version} stopped serving (its batch worker "
+                "ended); see the server log"
+            )
         if self.warmup_failed:
             raise NotReady(
                 f"model {self.name} version {self.version} failed its warm-up run and "
@@ -148,15 +182,14 @@ class Pipeline:
         runs, size = self.settings.warmup_runs, self.max_batch_size
         await device.call(warm_up_engine, self.engine, runs, size)
         self.warmed_up = True
-        self._metrics.ready.set(1)
 
     def _admit(self) -> None:
         # Images waiting for a preprocessing thread count against the queue limit too: else,
         # when decoding is the bottleneck, they pile up (holding their uploads) without a 503.
-        if self.admitted >= self.settings.max_queue_size:
+        if self._queue.admitted >= self._queue.limit:
             raise Overloaded(
-                f"model {self.name} has {self.settings.max_queue_size} images waiting "
-                "(its queue limit); retry shortly"
+                f"model {self.name} has {self._queue.limit} images waiting (its queue "
+                "limit, all versions together); retry shortly"
             )
 
     async def infer_image(self, data: bytes, request_id: str | None = None) -> Inferred:

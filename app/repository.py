@@ -20,7 +20,7 @@ from app.errors import ModelLoadError, ModelNotFound, ServiceError
 from app.fair_pool import FairPool
 from app.metrics import Metrics
 from app.names import is_model_name, parse_version
-from app.pipeline import Pipeline
+from app.pipeline import Pipeline, QueueShare
 from app.precision import Hardware, choose, detect_hardware
 
 log = logging.getLogger(__name__)
@@ -146,13 +146,21 @@ class ModelRepository:
     def __init__(self, models: list[LoadedModel], settings: Settings, metrics: Metrics) -> None:
         self.device = InferenceDevice()
         self.pool = FairPool(settings.resolved_preprocess_threads(), "preprocess")
+        names = sorted({m.name for m in models})
+        queues = {name: QueueShare(settings.max_queue_size) for name in names}
         self._pipelines = {
             (m.name, m.version): Pipeline(
-                m.name, m.version, m.engine, settings, self.device, self.pool, metrics
+                m.name,
+                m.version,
+                m.engine,
+                settings,
+                self.device,
+                self.pool,
+                metrics,
+                queues[m.name],
             )
             for m in models
         }
-        names = sorted({m.name for m in models})
         self.default_name = settings.default_model or names[0]
 
     def __iter__(self) -> Iterator[Pipeline]:

@@ -24,6 +24,7 @@ class Service:
 
     def __post_init__(self) -> None:
         self.metrics.requests_in_progress.set_function(lambda: self.drain.active)
+        self.metrics.ready.set_function(lambda: 1 if self.ready else 0)
 
     @property
     def ready(self) -> bool:
@@ -40,9 +41,6 @@ class Service:
         self.drain.check_admit()
         for pipeline in self.models():
             pipeline.check_ready()
-
-    def update_ready_gauge(self) -> None:
-        self.metrics.ready.set(1 if self.ready else 0)
 
 
 def get_service(request: Request) -> Service:

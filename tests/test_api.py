@@ -422,3 +422,24 @@ async def test_one_version_everywhere(client: httpx.AsyncClient) -> None:
     declared = tomllib.loads(PYPROJECT)["project"]["version"]
     assert (await client.get("/openapi.json")).json()["info"]["version"] == declared
     assert (await client.get("/v2")).json()["version"] == declared
+
+
+async def test_a_dead_batch_worker_makes_the_model_not_ready(tiny_model: Path) -> None:
+    """Were the task that runs a model's batches to end (a bug, a stray cancel), readiness
+    must say so rather than answer 200 while every request times out."""
+    async with serve(settings_for(tiny_model)) as (app, client):
+        [worker] = [t for t in asyncio.all_tasks() if t.get_name() == "batcher"]
+        worker.cancel()
+        await wait_until(worker.done)
+        ready = await client.get("/health/ready")
+        assert ready.status_code == 503
+        assert "stopped serving" in ready.json()["error"]["message"]
+        refused = await client.post("/classify", files={"file": images.jpeg()})
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"]["code"] == "not_ready"
+        [entry] = (await client.post("/v2/repository/index")).json()
+        assert entry["state"] == "UNAVAILABLE"
+        metrics = (await client.get("/metrics")).text
+        assert 'classifier_model_ready{model="densenet-tiny",version="1"} 0.0' in metrics
+        assert "\nclassifier_ready 0.0" in metrics
+        assert not app.state.service.ready

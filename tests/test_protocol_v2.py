@@ -326,6 +326,12 @@ async def test_readiness_follows_loading_and_draining(tiny_model: Path) -> None:
         app.state.service.drain.begin(5)
         for path in ("/v2/health/ready", f"/v2/models/{MODEL}/ready"):
             assert_v2_error(await client.get(path), 503, "shutting_down")
+        [draining] = (await client.post("/v2/repository/index")).json()
+        assert (draining["state"], draining["reason"]) == (
+            "UNAVAILABLE",
+            "the service is shutting down",
+        )
+        assert (await client.post("/v2/repository/index", json={"ready": True})).json() == []
         x = tensor(1)
         body, headers = binary_request({"inputs": [fp32_input(x)]}, x.tobytes())
         assert_v2_error(await client.post(INFER, content=body, headers=headers), 503)

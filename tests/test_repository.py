@@ -282,6 +282,36 @@ async def test_a_slow_to_decode_flood_on_one_model_does_not_starve_another(
         assert all(r.status_code == 200 for r in await asyncio.gather(*flood))
 
 
+async def test_the_queue_limit_is_per_model_not_per_version(repository: Path) -> None:
+    """Naming several versions must not multiply what a client can have waiting."""
+    settings = repo_settings(repository, max_queue_size=3, max_batch_size=1)
+    engines: dict[str, ControlledEngine] = {}
+    real = default_engine_loader(settings)
+
+    def load(path: Path) -> Engine:
+        engines[f"{path.parent.parent.name}/{path.parent.name}"] = ControlledEngine(real(path))
+        return engines[f"{path.parent.parent.name}/{path.parent.name}"]
+
+    async with serve(settings, engine_loader=load) as (app, client):
+        for engine in engines.values():
+            engine.gate.clear()
+            engine.started.clear()  # set by the warm-up
+        held = [asyncio.ensure_future(classify(client, model="colors", version=1))]
+        await asyncio.to_thread(engines["colors/1"].started.wait, 30)  # in flight, not queued
+        held += [
+            asyncio.ensure_future(classify(client, model="colors", version=v)) for v in (1, 1, 2)
+        ]
+        repository = app.state.service.models()
+        await wait_until(lambda: sum(p.admitted for p in repository if p.name == "colors") == 3)
+        refused = await classify(client, model="colors", version=2)
+        assert refused.status_code == 503, refused.text
+        assert "all versions together" in refused.json()["error"]["message"]
+        other_model = asyncio.ensure_future(classify(client, model="densenet"))
+        for engine in engines.values():
+            engine.gate.set()
+        assert all(r.status_code == 200 for r in await asyncio.gather(*held, other_model))
+
+
 async def test_metrics_and_readiness_are_per_model(repository: Path) -> None:
     settings = repo_settings(repository)
     loader, engines = recording_loader(settings, {})

@@ -90,13 +90,20 @@ def model_config(pipeline: Pipeline) -> dict[str, Any]:
     }
 
 
-def repository_index(pipelines: Sequence[Pipeline], ready_only: bool) -> list[dict[str, str]]:
-    """Every served model version and its state, as Triton's repository index lists them."""
+def repository_index(
+    pipelines: Sequence[Pipeline], ready_only: bool, draining: bool
+) -> list[dict[str, str]]:
+    """Every served model version and its state, as Triton's repository index lists them.
+    While the service drains, nothing is READY: no new request would be taken."""
     index = []
     for p in pipelines:
-        state = "READY" if p.ready else "UNAVAILABLE" if p.warmup_failed else "LOADING"
-        if not ready_only or p.ready:
-            index.append({"name": p.name, "version": str(p.version), "state": state, "reason": ""})
+        state, reason = p.state()
+        if draining:
+            state, reason = "UNAVAILABLE", "the service is shutting down"
+        if not ready_only or state == "READY":
+            index.append(
+                {"name": p.name, "version": str(p.version), "state": state, "reason": reason}
+            )
     return index
 
 

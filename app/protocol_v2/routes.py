@@ -187,4 +187,4 @@ async def repository_index(request: Request, service: ServiceDep) -> list[dict[s
         query = _IndexRequest.model_validate_json(body) if body.strip() else _IndexRequest()
     except ValidationError:
         raise MalformedRequest('the body must be empty or {"ready": true|false}') from None
-    return dataplane.repository_index(list(service.models()), query.ready)
+    return dataplane.repository_index(list(service.models()), query.ready, service.drain.draining)
