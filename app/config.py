@@ -187,12 +187,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 "DENSENET_API_KEY is set but empty; unset it to turn authentication off"
             )
-        # A bearer token travels in an HTTP header (latin-1 on the wire, RFC 6750's
-        # characters in practice): a key outside visible ASCII could never be matched.
-        if not all("!" <= c <= "~" for c in key):
+        # A bearer token travels in an HTTP header (latin-1 on the wire): a key outside
+        # printable ASCII could never be matched.
+        if not all(" " <= c <= "~" for c in key):
             raise ValueError(
-                "DENSENET_API_KEY may hold only visible ASCII characters (no spaces inside, "
-                "nothing outside ASCII): an HTTP header could not carry it"
+                "DENSENET_API_KEY may hold only printable ASCII characters (no tabs or "
+                "control characters, nothing outside ASCII): an HTTP header could not carry it"
             )
         return SecretStr(key)
 

@@ -19,8 +19,8 @@ from torchvision.models import DenseNet
 
 from app.config import Settings
 from app.engine import Engine
-from app.main import create_app
 from app.repository import default_engine_loader
+from app.web.app import create_app
 from model_export import cli
 from model_export.models import TINY_ARCH, TINY_CONFIG
 
@@ -110,7 +110,7 @@ async def serve(
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             if wait_ready:
-                await wait_until(lambda: app.state.service.ready, timeout_s=60)
+                await wait_until(lambda: app.state.dataplane.ready, timeout_s=60)
             yield app, client
 
 

@@ -13,8 +13,8 @@ import pytest
 from fastapi import FastAPI
 
 from app.batching import DynamicBatcher
-from app.main import create_app
 from app.pipeline import RANDOM_WEIGHTS_WARNING
+from app.web.app import create_app
 from tests import images
 from tests.conftest import load_engine, serve, settings_for, wait_until
 from tests.engines import ControlledEngine
@@ -285,13 +285,13 @@ async def test_not_ready_until_warm(tiny_model: Path) -> None:
         assert_error(await client.post("/classify", files={"file": JPEG}), 503, "not_ready")
         assert "classifier_ready 0.0" in (await client.get("/metrics")).text
         engine.gate.set()
-        await wait_until(lambda: app.state.service.ready)
+        await wait_until(lambda: app.state.dataplane.ready)
         assert (await client.get("/health/ready")).status_code == 200
         assert (await client.post("/classify", files={"file": JPEG})).status_code == 200
 
 
 def batcher(app: FastAPI) -> DynamicBatcher:
-    return app.state.service.repository.find().batcher  # type: ignore[no-any-return]
+    return app.state.dataplane.repository.find().batcher  # type: ignore[no-any-return]
 
 
 async def test_full_queue_is_503_at_once(tiny_model: Path) -> None:
@@ -378,7 +378,7 @@ async def test_api_key(tiny_model: Path) -> None:
 
 async def test_draining_refuses_new_work(tiny_model: Path) -> None:
     async with serve(settings_for(tiny_model)) as (app, client):
-        app.state.service.drain.begin(30)
+        app.state.dataplane.drain.begin(30)
         assert_error(await client.get("/health/ready"), 503, "shutting_down")
         assert_error(await client.post("/classify", files={"file": JPEG}), 503, "shutting_down")
 
@@ -402,7 +402,7 @@ async def test_failed_warm_up_is_reported_not_hidden(tiny_model: Path) -> None:
     engine.fail_next = 1  # the first warm-up run fails
     fatal: list[bool] = []
     app = create_app(settings, lambda _path: engine)
-    app.state.service.on_fatal = lambda: fatal.append(True)
+    app.state.dataplane.on_fatal = lambda: fatal.append(True)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
@@ -442,4 +442,4 @@ async def test_a_dead_batch_worker_makes_the_model_not_ready(tiny_model: Path) -
         metrics = (await client.get("/metrics")).text
         assert 'classifier_model_ready{model="densenet-tiny",version="1"} 0.0' in metrics
         assert "\nclassifier_ready 0.0" in metrics
-        assert not app.state.service.ready
+        assert not app.state.dataplane.ready

@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from app.config import Settings
-from app.main import create_app
 from app.metrics import Metrics
+from app.web.app import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from app import errors
-from app.http_errors import render
 from app.metrics import Metrics
+from app.web.errors import render
 
 ALL = [
     cls

@@ -226,7 +226,7 @@ async def test_api_key_is_compared_in_constant_time(
         compared.append((a, b))
         return real_compare(a, b)
 
-    monkeypatch.setattr("app.routes.auth.secrets.compare_digest", spy)
+    monkeypatch.setattr("app.web.auth.secrets.compare_digest", spy)
     key = "k3y-" + "x" * 40
     async with serve(settings_for(tiny_model, api_key=key)) as (_, client):
         header: str | bytes

@@ -10,9 +10,9 @@ import pytest
 from fastapi import FastAPI, Request
 
 from app.draining import Drain
-from app.http_errors import install
 from app.metrics import Metrics
-from app.middleware import RequestContextMiddleware, declare_body_limit
+from app.web.errors import install
+from app.web.middleware import RequestContextMiddleware, declare_body_limit
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from app.config import Settings
-from app.routes.page import CONTENT_SECURITY_POLICY, IMMUTABLE, REVALIDATE
+from app.web.page import CONTENT_SECURITY_POLICY, IMMUTABLE, REVALIDATE
 from tests.conftest import serve, settings_for
 
 EXPECTED_TYPES = {

@@ -18,8 +18,8 @@ import httpx
 import numpy as np
 import pytest
 
+from app.dataplane.inference import top_k_strings
 from app.engine import Engine
-from app.protocol_v2.dataplane import top_k_strings
 from tests import images
 from tests.conftest import load_engine, serve, settings_for, wait_until
 from tests.engines import ControlledEngine
@@ -298,7 +298,7 @@ async def test_v2_and_classify_requests_share_batches(tiny_model: Path) -> None:
             asyncio.ensure_future(classify_top5(client, images.png())),
             asyncio.ensure_future(client.post(INFER, content=body, headers=headers)),
         ]
-        pipeline = app.state.service.models().find()
+        pipeline = app.state.dataplane.models().find()
         await wait_until(lambda: pipeline.batcher.queue_depth == 2)
         held.gate.set()
         await first
@@ -321,9 +321,9 @@ async def test_readiness_follows_loading_and_draining(tiny_model: Path) -> None:
         loading = await client.post("/v2/repository/index")
         assert loading.json()[0]["state"] == "LOADING"
         held.gate.set()
-        await wait_until(lambda: app.state.service.ready)
+        await wait_until(lambda: app.state.dataplane.ready)
         assert (await client.get("/v2/health/ready")).json() == {"ready": True}
-        app.state.service.drain.begin(5)
+        app.state.dataplane.drain.begin(5)
         for path in ("/v2/health/ready", f"/v2/models/{MODEL}/ready"):
             assert_v2_error(await client.get(path), 503, "shutting_down")
         [draining] = (await client.post("/v2/repository/index")).json()

@@ -19,8 +19,8 @@ import pytest
 import uvicorn
 
 from app.batching import DynamicBatcher, InferenceDevice
-from app.main import create_app
 from app.metrics import Metrics
+from app.web.app import create_app
 from tests import hostile, images
 from tests.conftest import load_engine, settings_for
 from tests.conftest import wait_until as async_wait_until
@@ -286,7 +286,7 @@ def threaded_server(engine: ControlledEngine, **overrides: object) -> Iterator[t
                 return False
 
         wait_until(ready, what="the threaded server ready")
-        yield url, app.state.service
+        yield url, app.state.dataplane
     finally:
         engine.gate.set()
         server.should_exit = True

@@ -264,7 +264,7 @@ async def test_a_slow_to_decode_flood_on_one_model_does_not_starve_another(
     settings = repo_settings(repository, preprocess_threads=1, max_queue_size=64)
     slow = images.encode(Image.new("RGB", (4000, 4000), (10, 200, 30)), "PNG")
     async with serve(settings) as (app, client):
-        flooded = app.state.service.models().find("densenet")
+        flooded = app.state.dataplane.models().find("densenet")
         flood = [
             asyncio.ensure_future(
                 client.post(
@@ -301,7 +301,7 @@ async def test_the_queue_limit_is_per_model_not_per_version(repository: Path) ->
         held += [
             asyncio.ensure_future(classify(client, model="colors", version=v)) for v in (1, 1, 2)
         ]
-        repository = app.state.service.models()
+        repository = app.state.dataplane.models()
         await wait_until(lambda: sum(p.admitted for p in repository if p.name == "colors") == 3)
         refused = await classify(client, model="colors", version=2)
         assert refused.status_code == 503, refused.text
@@ -322,7 +322,7 @@ async def test_metrics_and_readiness_are_per_model(repository: Path) -> None:
         assert ready.status_code == 503
         assert ready.json()["error"]["code"] == "not_ready"
         engines["colors/1"].gate.set()
-        await wait_until(lambda: app.state.service.ready)
+        await wait_until(lambda: app.state.dataplane.ready)
         assert (await client.get("/health/ready")).status_code == 200
         await classify(client, model="colors", version=1)
         await classify(client)
@@ -349,7 +349,7 @@ async def test_a_batch_is_taken_when_the_device_is_free(repository: Path) -> Non
         busy = asyncio.ensure_future(classify(client, model="densenet"))
         await asyncio.to_thread(engines["densenet/1"].started.wait, 10)
         sent = [asyncio.ensure_future(classify(client, model="colors")) for _ in range(6)]
-        colors_queue = app.state.service.repository.find("colors").batcher
+        colors_queue = app.state.dataplane.repository.find("colors").batcher
         await wait_until(lambda: colors_queue.queue_depth == 6)
         assert not busy.done(), "the slow batch ended before the others queued"
         assert all(r.status_code == 200 for r in await asyncio.gather(*sent))

@@ -16,10 +16,8 @@ Specifications followed:
 - Triton, "Model Configuration" (the JSON shape of `GET /v2/models/NAME/config`):
   https://docs.nvidia.com/deeplearning/triton-inference-server/user-guide/docs/user_guide/model_configuration.html
 
-Layout: `tensors` holds the protocol's request and response as plain data (no HTTP),
-`dataplane` turns a request into pipeline calls and the pipeline's rows into outputs (and
-describes models), `rest_schema`, `rest_decode` and `rest_encode` are the HTTP body codec
-(JSON and binary tensor data), `routes` the FastAPI router. A gRPC front would add its own
-codec and routes and reuse `tensors` and `dataplane`; the pipelines do not know this
-package exists.
+Layout: `app.dataplane.oip` holds the protocol's request and response as plain data (no
+HTTP), `app.dataplane.inference` turns a request into pipeline calls and the rows into
+outputs (and describes models); here, `rest_schema`, `rest_decode` and `rest_encode` are
+the HTTP body codec (JSON and binary tensor data) and `routes` the FastAPI router.
 """

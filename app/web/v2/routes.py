@@ -12,22 +12,21 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.requests import ClientDisconnect
 
-from app.errors import MalformedRequest, ModelNotFound
-from app.http_errors import request_id
-from app.middleware import declare_body_limit
-from app.names import is_model_name, parse_version
-from app.pipeline import Pipeline
-from app.protocol_v2 import dataplane
-from app.protocol_v2.rest_decode import read_request
-from app.protocol_v2.rest_encode import encode_response
-from app.routes.admission import bounded, pick
-from app.routes.auth import require_api_key, require_ops_key
-from app.state import Service, get_service
+from app.dataplane import DataPlane, inference
+from app.dataplane.oip import InferenceResponse
+from app.errors import ClientDisconnected, MalformedRequest
+from app.web.auth import require_api_key, require_ops_key
+from app.web.deps import client_gone, get_dataplane
+from app.web.errors import request_id
+from app.web.middleware import declare_body_limit
+from app.web.v2.rest_decode import HEADER_LENGTH, decode_request_off_loop
+from app.web.v2.rest_encode import encode_response
 
 SERVER_NAME = "densenet-serve"
 router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
-ServiceDep = Annotated[Service, Depends(get_service)]
+DataPlaneDep = Annotated[DataPlane, Depends(get_dataplane)]
 ModelName = Annotated[str, Path(description="A served model (GET /v2/repository/index).")]
 Version = Annotated[str, Path(description="One of its versions; default: the latest.")]
 
@@ -49,28 +48,12 @@ _INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _find(service: Service, name: str, version: str | None) -> Pipeline:
-    """The named model version, loaded (ready or not): unknown names and versions are 404."""
-    if not is_model_name(name):
-        raise ModelNotFound(f"no model named {name!r:.80}")
-    number = None if version is None else parse_version(version)
-    if version is not None and number is None:
-        raise ModelNotFound(f"model '{name}' has no version {version!r:.40}")
-    return service.models().find(name, number)
-
-
-def _pick(service: Service, name: str, version: str | None) -> Pipeline:
-    """As `_find`, and refused (503) while loading or draining."""
-    pipeline = _find(service, name, version)
-    return pick(service, pipeline.name, pipeline.version)
-
-
 @router.get("", summary="Server metadata", responses=_errors(503))
 async def server_metadata(request: Request) -> dict[str, Any]:
     return {
         "name": SERVER_NAME,
         "version": request.app.version,
-        "extensions": list(dataplane.EXTENSIONS),
+        "extensions": list(inference.EXTENSIONS),
     }
 
 
@@ -82,8 +65,8 @@ async def live() -> dict[str, bool]:
 @router.get(
     "/health/ready", summary="200 when every model is warm and not draining", responses=_errors(503)
 )
-async def ready(service: ServiceDep) -> dict[str, bool]:
-    service.check_ready()
+async def ready(dataplane: DataPlaneDep) -> dict[str, bool]:
+    dataplane.check_ready()
     return {"ready": True}
 
 
@@ -100,11 +83,11 @@ async def ready(service: ServiceDep) -> dict[str, bool]:
     responses=_errors(401, 404, 503),
 )
 async def model_metadata(
-    service: ServiceDep, name: ModelName, version: Version | None = None
+    dataplane: DataPlaneDep, name: ModelName, version: Version | None = None
 ) -> dict[str, Any]:
-    pipeline = _find(service, name, version)
-    versions = [pipeline.version] if version else service.models().versions(pipeline.name)
-    return dataplane.model_metadata(pipeline, versions)
+    pipeline = dataplane.find(name, version)
+    versions = [pipeline.version] if version else dataplane.models().versions(pipeline.name)
+    return inference.model_metadata(pipeline, versions)
 
 
 @router.get(
@@ -116,9 +99,9 @@ async def model_metadata(
     responses=_errors(404, 503),
 )
 async def model_ready(
-    service: ServiceDep, name: ModelName, version: Version | None = None
+    dataplane: DataPlaneDep, name: ModelName, version: Version | None = None
 ) -> dict[str, Any]:
-    pipeline = _pick(service, name, version)
+    pipeline = dataplane.admit(name, version)
     return {"name": pipeline.name, "ready": True}
 
 
@@ -135,9 +118,9 @@ async def model_ready(
     responses=_errors(401, 404, 503),
 )
 async def model_config(
-    service: ServiceDep, name: ModelName, version: Version | None = None
+    dataplane: DataPlaneDep, name: ModelName, version: Version | None = None
 ) -> dict[str, Any]:
-    return dataplane.model_config(_find(service, name, version))
+    return inference.model_config(dataplane.find(name, version))
 
 
 @router.post(
@@ -155,19 +138,29 @@ async def model_config(
     responses=_INFER_RESPONSES,
 )
 async def infer(
-    request: Request, service: ServiceDep, name: ModelName, version: Version | None = None
+    request: Request, dataplane: DataPlaneDep, name: ModelName, version: Version | None = None
 ) -> Response:
     """The model's tensor (FP32 [N,3,H,W]) or `image` (BYTES [N], encoded images) in;
     the model's output, or its top K with `parameters: {"classification": K}`, out."""
-    pipeline = _pick(service, name, version)
-    with service.drain.track():
-        limit = service.settings.max_batch_upload_bytes
+    pipeline = dataplane.admit(name, version)
+    with dataplane.track():
+        limit = dataplane.settings.max_batch_upload_bytes
         declare_body_limit(request, limit)
-        parsed = await read_request(request, limit)
-        work = dataplane.infer(pipeline, parsed, request_id(request))
-        result = await bounded(request, service, work)
-    body, headers = encode_response(result)
-    return Response(body, headers=headers)
+        try:
+            body = await request.body()
+        except ClientDisconnect:
+            raise ClientDisconnected("client closed the connection during the upload") from None
+        header_length = request.headers.get(HEADER_LENGTH)
+        encoding = request.headers.get("content-encoding", "").strip().lower()
+
+        async def decode_and_infer() -> InferenceResponse:
+            parsed = await decode_request_off_loop(body, header_length, encoding, limit)
+            return await inference.infer(pipeline, parsed, request_id(request))
+
+        # The deadline covers decoding too: everything after the body has arrived.
+        result = await dataplane.run(decode_and_infer(), client_gone(request))
+    content, headers = encode_response(result)
+    return Response(content, headers=headers)
 
 
 class _IndexRequest(BaseModel):
@@ -181,10 +174,12 @@ class _IndexRequest(BaseModel):
     dependencies=[Depends(require_ops_key)],
     responses=_errors(400, 401, 503),
 )
-async def repository_index(request: Request, service: ServiceDep) -> list[dict[str, str]]:
+async def repository_index(request: Request, dataplane: DataPlaneDep) -> list[dict[str, str]]:
     body = await request.body()
     try:
         query = _IndexRequest.model_validate_json(body) if body.strip() else _IndexRequest()
     except ValidationError:
         raise MalformedRequest('the body must be empty or {"ready": true|false}') from None
-    return dataplane.repository_index(list(service.models()), query.ready, service.drain.draining)
+    return inference.repository_index(
+        list(dataplane.models()), query.ready, dataplane.drain.draining
+    )

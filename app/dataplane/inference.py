@@ -18,10 +18,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from app.errors import InvalidParameter, ServiceError
-from app.pipeline import Inferred, Pipeline
-from app.postprocess import top_k
-from app.protocol_v2.tensors import (
+from app.dataplane.oip import (
     BYTES,
     InferenceRequest,
     InferenceResponse,
@@ -29,6 +26,9 @@ from app.protocol_v2.tensors import (
     OutputTensor,
     RequestedOutput,
 )
+from app.errors import InvalidParameter, ServiceError
+from app.pipeline import Inferred, Pipeline
+from app.postprocess import top_k
 
 IMAGE_INPUT = "image"
 PLATFORM = "onnxruntime_onnx"

@@ -36,8 +36,8 @@ from app.errors import (
     ServiceError,
     ShuttingDown,
 )
-from app.http_errors import render
 from app.metrics import Metrics
+from app.web.errors import render
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ class RequestContextMiddleware:
             # A forced stop (second Ctrl-C) cancels what is left: answer it, no traceback.
             if response_started or not self.drain.aborted.is_set():
                 raise
-            await fail(ShuttingDown("the service was stopped before this request finished"))
+            await fail(ShuttingDown("the dataplane was stopped before this request finished"))
         except Exception:
             log.exception("unhandled error (request id %s)", request_id)
             if response_started:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pydantic_core
 
-from app.protocol_v2.tensors import InferenceResponse, OutputTensor
+from app.dataplane.oip import InferenceResponse, OutputTensor
 
 HEADER_LENGTH = "inference-header-content-length"
 

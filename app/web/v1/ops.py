@@ -7,13 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from app.dataplane import DataPlane
 from app.pipeline import Pipeline
-from app.routes.auth import require_ops_key
-from app.schemas import BatchingInfo, ErrorResponse, Health, ModelInfo, ModelList
-from app.state import Service, get_service
+from app.web.auth import require_ops_key
+from app.web.deps import get_dataplane
+from app.web.v1.schemas import BatchingInfo, ErrorResponse, Health, ModelInfo, ModelList
 
 router = APIRouter(tags=["operations"])
-ServiceDep = Annotated[Service, Depends(get_service)]
+DataPlaneDep = Annotated[DataPlane, Depends(get_dataplane)]
 _MODEL_ERRORS: dict[int | str, dict[str, object]] = {
     404: {"model": ErrorResponse, "description": "no such model or version"},
     503: {"model": ErrorResponse, "description": "the models are still loading"},
@@ -28,11 +29,11 @@ async def live() -> Health:
 @router.get(
     "/health/ready",
     response_model=Health,
-    summary="Every model is loaded and warm, and the service is not draining",
+    summary="Every model is loaded and warm, and the dataplane is not draining",
     responses={503: {"model": ErrorResponse, "description": "loading or shutting down"}},
 )
-async def ready(service: ServiceDep) -> Health:
-    service.check_ready()
+async def ready(dataplane: DataPlaneDep) -> Health:
+    dataplane.check_ready()
     return Health(status="ready")
 
 
@@ -42,12 +43,12 @@ async def ready(service: ServiceDep) -> Health:
     dependencies=[Depends(require_ops_key)],
     response_class=Response,
 )
-async def metrics(service: ServiceDep) -> Response:
-    return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+async def metrics(dataplane: DataPlaneDep) -> Response:
+    return Response(generate_latest(dataplane.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def _info(service: Service, pipeline: Pipeline) -> ModelInfo:
-    spec, settings, repository = pipeline.spec, service.settings, service.models()
+def _info(dataplane: DataPlane, pipeline: Pipeline) -> ModelInfo:
+    spec, settings, repository = pipeline.spec, dataplane.settings, dataplane.models()
     recipe = spec.recipe
     return ModelInfo(
         name=pipeline.name,
@@ -88,11 +89,11 @@ def _info(service: Service, pipeline: Pipeline) -> ModelInfo:
     dependencies=[Depends(require_ops_key)],
     responses=_MODEL_ERRORS,
 )
-async def models(service: ServiceDep) -> ModelList:
-    repository = service.models()
+async def models(dataplane: DataPlaneDep) -> ModelList:
+    repository = dataplane.models()
     return ModelList(
         default_model=repository.default_name,
-        models=[_info(service, pipeline) for pipeline in repository],
+        models=[_info(dataplane, pipeline) for pipeline in repository],
     )
 
 
@@ -106,8 +107,8 @@ ModelName = Annotated[str, Path(max_length=64)]
     dependencies=[Depends(require_ops_key)],
     responses=_MODEL_ERRORS,
 )
-async def model_by_name(service: ServiceDep, name: ModelName) -> ModelInfo:
-    return _info(service, service.models().find(name))
+async def model_by_name(dataplane: DataPlaneDep, name: ModelName) -> ModelInfo:
+    return _info(dataplane, dataplane.models().find(name))
 
 
 @router.get(
@@ -118,9 +119,9 @@ async def model_by_name(service: ServiceDep, name: ModelName) -> ModelInfo:
     responses=_MODEL_ERRORS,
 )
 async def model_version(
-    service: ServiceDep, name: ModelName, version: Annotated[int, Path(ge=1)]
+    dataplane: DataPlaneDep, name: ModelName, version: Annotated[int, Path(ge=1)]
 ) -> ModelInfo:
-    return _info(service, service.models().find(name, version))
+    return _info(dataplane, dataplane.models().find(name, version))
 
 
 @router.get(
@@ -136,5 +137,5 @@ async def model_version(
     dependencies=[Depends(require_ops_key)],
     responses={503: {"model": ErrorResponse, "description": "still loading"}},
 )
-async def default_model(service: ServiceDep) -> ModelInfo:
-    return _info(service, service.models().find())
+async def default_model(dataplane: DataPlaneDep) -> ModelInfo:
+    return _info(dataplane, dataplane.models().find())

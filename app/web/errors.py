@@ -1,6 +1,6 @@
 """ServiceError -> HTTP, in one place: the JSON error body, its headers, and the count.
 
-Two shapes: the service's own `{"error": {"code", "message", "request_id"}}`, and under
+Two shapes: the dataplane's own `{"error": {"code", "message", "request_id"}}`, and under
 /v2 the Open Inference Protocol's `{"error": "<message>"}` (KServe's v2 protocol, "HTTP/REST
 ... Errors"), which Triton's and KServe's clients parse; there the stable code leads the
 message, and an invalid parameter is a 400 (the protocol's invalid-argument status).

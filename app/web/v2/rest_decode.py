@@ -24,18 +24,17 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 from pydantic import ValidationError
-from starlette.requests import ClientDisconnect, Request
 
-from app.errors import ClientDisconnected, MalformedRequest, PayloadTooLarge, UnsupportedMediaType
-from app.names import parse_count
-from app.protocol_v2.rest_schema import Header, Input, problems
-from app.protocol_v2.tensors import (
+from app.dataplane.oip import (
     BYTES,
     NUMPY_TYPES,
     InferenceRequest,
     InputTensor,
     RequestedOutput,
 )
+from app.errors import MalformedRequest, PayloadTooLarge, UnsupportedMediaType
+from app.names import parse_count
+from app.web.v2.rest_schema import Header, Input, problems
 
 HEADER_LENGTH = "inference-header-content-length"
 MAX_BYTES_ELEMENTS = 1024  # per input: bounds the work a body of tiny elements can cause
@@ -214,18 +213,13 @@ def decode_request(
     )
 
 
-async def read_request(request: Request, limit: int) -> InferenceRequest:
-    """The request's body, decoded; large JSON and compressed bodies are parsed on a thread
-    so that one request does not hold up the event loop."""
-    try:
-        body = await request.body()
-    except ClientDisconnect:
-        raise ClientDisconnected("client closed the connection during the upload") from None
-    declared = request.headers.get(HEADER_LENGTH)
-    encoding = request.headers.get("content-encoding", "").strip().lower()
-    json_size = parse_count(declared.strip()) if declared else None
-    json_size = json_size or len(body)
-    args = (body, declared, encoding, limit)
-    if encoding not in ("", "identity") or json_size > OFF_LOOP_BYTES:
+async def decode_request_off_loop(
+    body: bytes, header_length: str | None, encoding: str, limit: int
+) -> InferenceRequest:
+    """`decode_request`, on a thread for large JSON and compressed bodies, so that one
+    request does not hold up the event loop."""
+    json_size = parse_count(header_length.strip()) if header_length else None
+    args = (body, header_length, encoding, limit)
+    if encoding not in ("", "identity") or (json_size or len(body)) > OFF_LOOP_BYTES:
         return await asyncio.to_thread(decode_request, *args)
     return decode_request(*args)

@@ -12,14 +12,16 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
-from app import __version__, http_errors
+from app import __version__
 from app.config import Settings
+from app.dataplane import DataPlane
 from app.metrics import Metrics
-from app.middleware import RequestContextMiddleware
-from app.protocol_v2 import routes as protocol_v2
 from app.repository import EngineLoader, LoadedModel, ModelRepository, load_models
-from app.routes import classify, ops, page
-from app.state import Service
+from app.web import errors as http_errors
+from app.web import page
+from app.web.middleware import RequestContextMiddleware
+from app.web.v1 import classify, ops
+from app.web.v2 import routes as protocol_v2
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,7 @@ def _announce(repository: ModelRepository, settings: Settings) -> None:
     )
 
 
-async def _warm_up(service: Service, repository: ModelRepository) -> None:
+async def _warm_up(dataplane: DataPlane, repository: ModelRepository) -> None:
     loop = asyncio.get_running_loop()
     started = loop.time()
     try:
@@ -54,9 +56,9 @@ async def _warm_up(service: Service, repository: ModelRepository) -> None:
     except Exception:
         # A model that loads but cannot run (a graph that only works at batch 1, out of
         # GPU memory at the maximum batch) must not sit "not ready" forever.
-        log.exception("warm-up failed; the service cannot serve this model")
-        if service.on_fatal is not None:
-            service.on_fatal()
+        log.exception("warm-up failed; the dataplane cannot serve this model")
+        if dataplane.on_fatal is not None:
+            dataplane.on_fatal()
         return
     log.info("warm-up done in %.2f s; ready", loop.time() - started)
 
@@ -66,23 +68,23 @@ def _lifespan(
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        service: Service = app.state.service
+        dataplane: DataPlane = app.state.dataplane
         models = await asyncio.to_thread(load)
-        repository = ModelRepository(models, service.settings, service.metrics)
-        _announce(repository, service.settings)
-        service.drain.on_begin(repository.stop_waiting)
+        repository = ModelRepository(models, dataplane.settings, dataplane.metrics)
+        _announce(repository, dataplane.settings)
+        dataplane.drain.on_begin(repository.stop_waiting)
         repository.start()
-        service.repository = repository
-        warm_up = asyncio.create_task(_warm_up(service, repository))
+        dataplane.repository = repository
+        warm_up = asyncio.create_task(_warm_up(dataplane, repository))
         try:
             yield
         finally:
-            service.drain.begin(service.settings.shutdown_grace_s)
+            dataplane.drain.begin(dataplane.settings.shutdown_grace_s)
             warm_up.cancel()
             # What is left of the one grace period, not a second one: a stuck inference
             # must not hold the exit (python -m app exits without joining its thread).
             try:
-                async with asyncio.timeout(max(0.1, service.drain.remaining_s())):
+                async with asyncio.timeout(max(0.1, dataplane.drain.remaining_s())):
                     await repository.close()
             except TimeoutError:
                 # Said only of what is really left: uploads still arriving are not inference.
@@ -100,10 +102,10 @@ def create_app(
     engine_loader: EngineLoader | None = None,
     loaded: list[LoadedModel] | None = None,
 ) -> FastAPI:
-    """The service. Models are `loaded` already (python -m app loads them before serving,
+    """The dataplane. Models are `loaded` already (python -m app loads them before serving,
     to fail fast), or loaded by the lifespan with `engine_loader` (default: ONNX Runtime)."""
     settings = settings or Settings()
-    service = Service(settings=settings, metrics=Metrics())
+    dataplane = DataPlane(settings=settings, metrics=Metrics())
 
     def load() -> list[LoadedModel]:
         return loaded if loaded is not None else load_models(settings, engine_loader)
@@ -117,13 +119,13 @@ def create_app(
         'ONNX Runtime. Errors always have the shape {"error": {"code": ..., "message": ...}}.',
         lifespan=_lifespan(load),
     )
-    app.state.service = service
+    app.state.dataplane = dataplane
     app.include_router(classify.router)
     app.include_router(ops.router)
     if settings.ui:
         app.include_router(page.router_for(settings))
     app.include_router(protocol_v2.router)
-    http_errors.install(app, service.metrics)
+    http_errors.install(app, dataplane.metrics)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -133,8 +135,8 @@ def create_app(
         )
     app.add_middleware(
         RequestContextMiddleware,
-        metrics=service.metrics,
-        drain=service.drain,
+        metrics=dataplane.metrics,
+        drain=dataplane.drain,
         body_timeout_s=settings.body_read_timeout_s,
         upload_budget_bytes=settings.max_inflight_upload_bytes,
     )

@@ -9,13 +9,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
+from app.dataplane import DataPlane
 from app.errors import InternalError, ServiceError
-from app.http_errors import count, error_body, request_id
-from app.middleware import declare_body_limit
 from app.pipeline import Classified, Pipeline
-from app.routes.admission import bounded, pick
-from app.routes.auth import require_api_key
-from app.schemas import (
+from app.web.auth import require_api_key
+from app.web.deps import client_gone, get_dataplane
+from app.web.errors import count, error_body, request_id
+from app.web.middleware import declare_body_limit
+from app.web.uploads import read_images
+from app.web.v1.schemas import (
     BatchClassification,
     BatchItem,
     Classification,
@@ -24,12 +26,10 @@ from app.schemas import (
     Prediction,
     Timings,
 )
-from app.state import Service, get_service
-from app.uploads import read_images
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["classification"], dependencies=[Depends(require_api_key)])
-ServiceDep = Annotated[Service, Depends(get_service)]
+DataPlaneDep = Annotated[DataPlane, Depends(get_dataplane)]
 
 _BINARY = {"type": "string", "format": "binary"}
 _RAW_IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff")
@@ -101,20 +101,20 @@ def _render(pipeline: Pipeline, result: Classified, received: float) -> Classifi
 )
 async def classify(
     request: Request,
-    service: ServiceDep,
+    dataplane: DataPlaneDep,
     top_k: TopK = None,
     model: ModelName = None,
     version: ModelVersion = None,
 ) -> Classification:
     """Send one image as multipart field `file`, or as the raw body with an image/* type."""
-    pipeline = pick(service, model, version)
+    pipeline = dataplane.admit(model, version)
     k = pipeline.top_k(top_k)
-    with service.drain.track():
-        declare_body_limit(request, service.settings.max_upload_bytes)
+    with dataplane.track():
+        declare_body_limit(request, dataplane.settings.max_upload_bytes)
         [(_, data)] = await read_images(request, "file", max_files=1)
         received = time.perf_counter()
         work = pipeline.classify(data, k, request_id(request))
-        result = await bounded(request, service, work)
+        result = await dataplane.run(work, client_gone(request))
         return _render(pipeline, result, received)
 
 
@@ -127,16 +127,16 @@ async def classify(
 )
 async def classify_batch(
     request: Request,
-    service: ServiceDep,
+    dataplane: DataPlaneDep,
     top_k: TopK = None,
     model: ModelName = None,
     version: ModelVersion = None,
 ) -> BatchClassification:
     """Send images as multipart fields `files`; each succeeds or fails on its own."""
-    pipeline = pick(service, model, version)
+    pipeline = dataplane.admit(model, version)
     k = pipeline.top_k(top_k)
-    settings, req_id = service.settings, request_id(request)
-    with service.drain.track():
+    settings, req_id = dataplane.settings, request_id(request)
+    with dataplane.track():
         declare_body_limit(request, settings.max_batch_upload_bytes)
         images = await read_images(request, "files", settings.max_batch_images)
         received = time.perf_counter()
@@ -145,14 +145,14 @@ async def classify_batch(
             try:
                 return _render(pipeline, await pipeline.classify(data, k, req_id), received)
             except ServiceError as exc:
-                count(service.metrics, exc)
+                count(dataplane.metrics, exc)
                 return exc
             except Exception:
                 log.exception("unhandled error in a batch item (request id %s)", req_id)
                 return InternalError("internal error; quote the request id when reporting it")
 
         work = asyncio.gather(*(one(data) for _, data in images))
-        outcomes = await bounded(request, service, work)
+        outcomes = await dataplane.run(work, client_gone(request))
     results = [
         BatchItem(index=i, filename=filename, result=outcome)
         if isinstance(outcome, Classification)

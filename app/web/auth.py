@@ -7,11 +7,11 @@ import secrets
 from fastapi import Request
 
 from app.errors import Unauthorized
-from app.state import get_service
+from app.web.deps import get_dataplane
 
 
 def _check(request: Request) -> None:
-    key = get_service(request).settings.api_key
+    key = get_dataplane(request).settings.api_key
     if key is None:
         return
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -25,5 +25,5 @@ async def require_api_key(request: Request) -> None:
 
 
 async def require_ops_key(request: Request) -> None:
-    if get_service(request).settings.protect_ops_endpoints:
+    if get_dataplane(request).settings.protect_ops_endpoints:
         _check(request)

@@ -1,0 +1,110 @@
+"""The one call path every protocol front uses, and every rule a request must pass.
+
+Transport-free: a front (v1 REST, v2 REST, gRPC) parses its request, calls the data
+plane, and renders what comes back or the ServiceError it raises. Here, and only here:
+finding the model and version (names and versions as `app.names` writes them), readiness,
+the drain, the request deadline, and the limits a request is held to. The front supplies
+one thing it alone can see: an awaitable that completes when its client goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from app.config import Settings
+from app.draining import Drain
+from app.errors import ClientDisconnected, ModelNotFound, NotReady, ShuttingDown, Timeout
+from app.metrics import Metrics
+from app.names import is_model_name, parse_version
+from app.pipeline import Pipeline
+from app.repository import ModelRepository
+
+T = TypeVar("T")
+
+
+@dataclass
+class DataPlane:
+    settings: Settings
+    metrics: Metrics
+    drain: Drain = field(default_factory=Drain)
+    repository: ModelRepository | None = None
+    on_fatal: Callable[[], None] | None = None  # set by `python -m app`: stop the process
+
+    def __post_init__(self) -> None:
+        self.metrics.requests_in_progress.set_function(lambda: self.drain.active)
+        self.metrics.ready.set_function(lambda: 1 if self.ready else 0)
+
+    # --- what is served ------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self.repository is not None and self.repository.ready and not self.drain.draining
+
+    def models(self) -> ModelRepository:
+        """The loaded models, or 503 while they load."""
+        if self.repository is None:
+            raise NotReady("the models are still loading; retry shortly")
+        return self.repository
+
+    def check_ready(self) -> None:
+        """Readiness: raise (503) while loading, after a failed warm-up, or while draining."""
+        self.drain.check_admit()
+        for pipeline in self.models():
+            pipeline.check_ready()
+
+    def find(self, name: str | None = None, version: str | int | None = None) -> Pipeline:
+        """A loaded model version, ready or not (metadata asks of it): the default model and
+        its latest version unless named. A name or version that could never have been
+        loaded is 404 before anything else is looked at."""
+        if name is not None and not is_model_name(name):
+            raise ModelNotFound(f"no model named {name!r:.80}")
+        number = parse_version(version) if isinstance(version, str) else version
+        if version is not None and (number is None or number < 1):
+            raise ModelNotFound(f"model '{name}' has no version {str(version)!r:.40}")
+        return self.models().find(name, number)
+
+    def admit(self, name: str | None = None, version: str | int | None = None) -> Pipeline:
+        """The model version a request asks for, refused (before its body is read) while
+        the service drains or the model is not ready."""
+        self.drain.check_admit()
+        pipeline = self.find(name, version)
+        pipeline.check_ready()
+        return pipeline
+
+    # --- running a request ---------------------------------------------------------------
+
+    @contextmanager
+    def track(self) -> Iterator[None]:
+        """Count one accepted request until it is answered (a drain waits for it)."""
+        with self.drain.track():
+            yield
+
+    async def run(self, work: Awaitable[T], client_gone: Awaitable[object]) -> T:
+        """`work` within the request deadline; abandoned when the client goes away or the
+        service is stopped outright. Everything a request costs after its body arrived
+        (decoding included) belongs inside `work`."""
+        task = asyncio.ensure_future(work)
+        watchers = {
+            asyncio.ensure_future(client_gone): ClientDisconnected("client closed the connection"),
+            asyncio.ensure_future(self.drain.aborted.wait()): ShuttingDown(
+                "the service was stopped before this request finished"
+            ),
+        }
+        timeout = self.settings.request_timeout_s
+        try:
+            done, _ = await asyncio.wait(
+                {task, *watchers}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if task in done:
+                return task.result()
+            for watcher, error in watchers.items():
+                if watcher in done:
+                    raise error
+            raise Timeout(f"not answered within the request timeout ({timeout:g} s)")
+        finally:
+            for pending in (task, *watchers):
+                pending.cancel()
