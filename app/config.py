@@ -74,6 +74,13 @@ class Settings(BaseSettings):
         description="Warm-up runs before ready: at batch 1 and the maximum batch on CPU, at "
         "every batch size on CUDA (cuDNN tunes per shape).",
     )
+    v2_metadata_inputs: Literal["both", "tensor"] = Field(
+        "both",
+        description="Inputs that v2 model metadata and configuration list: 'both' (the "
+        "model's FP32 tensor and 'image', encoded images; each optional, as perf_analyzer "
+        "needs to send images) or 'tensor' (for clients that expect exactly one input, such "
+        "as Triton's image_client.py). Requests may send either in both cases.",
+    )
     jpeg_draft: bool = Field(
         True,
         description="Decode large JPEGs at a reduced scale (DCT scaling) when the result still "

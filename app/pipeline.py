@@ -20,6 +20,7 @@ from PIL import Image
 
 from app.batching import DynamicBatcher, InferenceDevice
 from app.config import Settings
+from app.description import ModelDescription
 from app.engine import Engine
 from app.engine import warm_up as warm_up_engine
 from app.errors import InvalidImage, InvalidParameter, NotReady, Overloaded, ServiceError
@@ -113,14 +114,39 @@ class Pipeline:
         self._metrics.queue_limit.set(settings.max_queue_size)
         self._metrics.admitted_images.set_function(lambda: self.admitted)
         self._metrics.ready.set_function(lambda: 1 if self.ready else 0)
+        spec = self.spec
+        self.description = ModelDescription(
+            name=name,
+            version=version,
+            arch=spec.arch,
+            weights=spec.weights,
+            weights_source=spec.weights_source,
+            precision=engine.precision,
+            stored_precision=spec.precision,
+            runtime=engine.runtime,
+            providers=tuple(engine.providers),
+            input_name=spec.input_name,
+            output_name=spec.output_name,
+            recipe=spec.recipe,
+            labels=tuple(spec.labels),
+            max_batch_size=self.max_batch_size,
+            max_batch_delay_ms=settings.max_batch_delay_ms,
+            max_queue_size=settings.max_queue_size,
+            jpeg_draft=settings.jpeg_draft,
+            warnings=tuple(self.warnings),
+        )
         metrics.model_info.labels(
             name,
             str(version),
-            self.spec.arch or "",
-            self.spec.weights,
+            spec.arch or "",
+            spec.weights,
             engine.precision,
             ",".join(engine.providers),
         ).set(1)
+
+    def describe(self) -> ModelDescription:
+        """What this model version is (fixed once loaded)."""
+        return self.description
 
     @property
     def admitted(self) -> int:

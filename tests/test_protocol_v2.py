@@ -233,14 +233,22 @@ async def test_metadata_config_health_and_index(v2: httpx.AsyncClient) -> None:
         assert metadata["platform"] == "onnxruntime_onnx"
         assert metadata["versions"] == ["1"]
         assert metadata["inputs"] == [
-            {"name": "input", "datatype": "FP32", "shape": [-1, 3, 224, 224]}
+            {"name": "input", "datatype": "FP32", "shape": [-1, 3, 224, 224]},
+            {"name": "image", "datatype": "BYTES", "shape": [-1, 1]},
         ]
         assert metadata["outputs"] == [{"name": "logits", "datatype": "FP32", "shape": [-1, 1000]}]
         assert (await v2.get(f"{path}/ready")).status_code == 200
     config = (await v2.get(f"/v2/models/{MODEL}/config")).json()
     assert config["max_batch_size"] == 8
     assert config["input"] == [
-        {"name": "input", "data_type": "TYPE_FP32", "format": "FORMAT_NCHW", "dims": [3, 224, 224]}
+        {
+            "name": "input",
+            "data_type": "TYPE_FP32",
+            "format": "FORMAT_NCHW",
+            "dims": [3, 224, 224],
+            "optional": True,
+        },
+        {"name": "image", "data_type": "TYPE_STRING", "dims": [1], "optional": True},
     ]
     assert config["output"][0]["dims"] == [1000]
     assert config["output"][0]["label_filename"]
@@ -248,6 +256,30 @@ async def test_metadata_config_health_and_index(v2: httpx.AsyncClient) -> None:
     assert index == [{"name": MODEL, "version": "1", "state": "READY", "reason": ""}]
     only_ready = await v2.post("/v2/repository/index", json={"ready": True})
     assert only_ready.json() == index
+
+
+async def test_metadata_can_list_the_tensor_alone(tiny_model: Path) -> None:
+    """For clients that expect exactly one input (Triton's image_client.py)."""
+    settings = settings_for(tiny_model, v2_metadata_inputs="tensor")
+    async with serve(settings) as (_, client):
+        metadata = (await client.get(f"/v2/models/{MODEL}")).json()
+        assert [i["name"] for i in metadata["inputs"]] == ["input"]
+        config = (await client.get(f"/v2/models/{MODEL}/config")).json()
+        assert config["input"] == [
+            {
+                "name": "input",
+                "data_type": "TYPE_FP32",
+                "format": "FORMAT_NCHW",
+                "dims": [3, 224, 224],
+            }
+        ]
+        image = {
+            "name": "image",
+            "shape": [1],
+            "datatype": "BYTES",
+            "data": [base64.b64encode(JPEG).decode()],
+        }
+        assert (await client.post(INFER, json={"inputs": [image]})).status_code == 200
 
 
 @pytest.mark.parametrize(

@@ -175,14 +175,14 @@ async def test_asyncio_client(aio: aioclient.InferenceServerClient) -> None:
     assert "model_not_found" in caught.value.message()
 
 
-def test_image_client_example_works_unchanged(
-    server: str, tiny_model: Path, tmp_path: Path
-) -> None:
+def test_image_client_example_works_unchanged(tiny_model: Path, tmp_path: Path) -> None:
+    """The example expects exactly one input: the operator lists the tensor alone."""
     photo = tmp_path / "photo.jpg"
     photo.write_bytes(JPEG)
-    command = [sys.executable, "-m", "tests.triton_image_client", "-m", MODEL, "-c", "5"]
-    command += ["-s", "INCEPTION", "-u", server.removeprefix("http://"), str(photo)]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    with running(tiny_model, v2_metadata_inputs="tensor") as (_, server):
+        command = [sys.executable, "-m", "tests.triton_image_client", "-m", MODEL, "-c", "5"]
+        command += ["-s", "INCEPTION", "-u", server.removeprefix("http://"), str(photo)]
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip().endswith("PASS")
     lines = [line.strip() for line in done.stdout.splitlines() if ") = " in line]

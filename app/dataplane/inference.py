@@ -26,6 +26,7 @@ from app.dataplane.oip import (
     OutputTensor,
     RequestedOutput,
 )
+from app.description import ModelDescription
 from app.errors import InvalidParameter, ServiceError
 from app.pipeline import Inferred, Pipeline
 from app.postprocess import top_k
@@ -38,55 +39,62 @@ LABEL_FILE = "labels.txt"
 EXTENSIONS = ("binary_tensor_data", "classification", "model_configuration")
 
 
-def _crop(pipeline: Pipeline) -> int:
-    return pipeline.spec.recipe.crop_size
-
-
-def model_metadata(pipeline: Pipeline, versions: Sequence[int]) -> dict[str, Any]:
-    """The protocol's model metadata: the model's one tensor in, its scores out."""
-    spec, crop = pipeline.spec, _crop(pipeline)
+def model_metadata(
+    about: ModelDescription, versions: Sequence[int], with_image: bool
+) -> dict[str, Any]:
+    """The protocol's model metadata: the model's tensor (and, `with_image`, encoded
+    images) in, its scores out."""
+    crop = about.crop_size
+    inputs = [{"name": about.input_name, "datatype": "FP32", "shape": [-1, 3, crop, crop]}]
+    if with_image:
+        inputs.append({"name": IMAGE_INPUT, "datatype": BYTES, "shape": [-1, 1]})
     return {
-        "name": pipeline.name,
+        "name": about.name,
         "versions": [str(v) for v in versions],
         "platform": PLATFORM,
-        "inputs": [{"name": spec.input_name, "datatype": "FP32", "shape": [-1, 3, crop, crop]}],
+        "inputs": inputs,
         "outputs": [
-            {"name": spec.output_name, "datatype": "FP32", "shape": [-1, spec.num_classes]}
+            {"name": about.output_name, "datatype": "FP32", "shape": [-1, about.num_classes]}
         ],
     }
 
 
-def model_config(pipeline: Pipeline) -> dict[str, Any]:
+def model_config(about: ModelDescription, with_image: bool) -> dict[str, Any]:
     """The model as Triton's model configuration (JSON form) describes it; clients such as
-    Triton's image_client.py read max_batch_size, the input format and dims from it."""
-    spec, settings = pipeline.spec, pipeline.settings
-    gpu = any(p.startswith(("CUDA", "Tensorrt")) for p in pipeline.engine.providers)
+    Triton's image_client.py and perf_analyzer read max_batch_size, the inputs and dims
+    from it. With the `image` input listed, both are `optional`: a request sends one."""
+    crop = about.crop_size
+    tensor: dict[str, Any] = {
+        "name": about.input_name,
+        "data_type": "TYPE_FP32",
+        "format": "FORMAT_NCHW",
+        "dims": [3, crop, crop],
+    }
+    inputs = [tensor]
+    if with_image:
+        tensor["optional"] = True
+        inputs.append(
+            {"name": IMAGE_INPUT, "data_type": "TYPE_STRING", "dims": [1], "optional": True}
+        )
     return {
-        "name": pipeline.name,
+        "name": about.name,
         "platform": PLATFORM,
-        "backend": pipeline.engine.runtime,  # onnxruntime, or openvino for bf16
+        "backend": about.runtime,  # onnxruntime, or openvino for bf16
         "version_policy": {"all": {}},
-        "max_batch_size": pipeline.max_batch_size,
-        "input": [
-            {
-                "name": spec.input_name,
-                "data_type": "TYPE_FP32",
-                "format": "FORMAT_NCHW",
-                "dims": [3, _crop(pipeline), _crop(pipeline)],
-            }
-        ],
+        "max_batch_size": about.max_batch_size,
+        "input": inputs,
         "output": [
             {
-                "name": spec.output_name,
+                "name": about.output_name,
                 "data_type": "TYPE_FP32",
-                "dims": [spec.num_classes],
+                "dims": [about.num_classes],
                 "label_filename": LABEL_FILE,
             }
         ],
         "dynamic_batching": {
-            "max_queue_delay_microseconds": round(settings.max_batch_delay_ms * 1000)
+            "max_queue_delay_microseconds": round(about.max_batch_delay_ms * 1000)
         },
-        "instance_group": [{"count": 1, "kind": "KIND_GPU" if gpu else "KIND_CPU"}],
+        "instance_group": [{"count": 1, "kind": "KIND_GPU" if about.on_gpu else "KIND_CPU"}],
     }
 
 
@@ -108,9 +116,10 @@ def repository_index(
 
 
 def _expected(pipeline: Pipeline) -> str:
-    crop = _crop(pipeline)
+    about = pipeline.describe()
+    crop = about.crop_size
     return (
-        f"'{pipeline.spec.input_name}' (FP32 [N,3,{crop},{crop}]) or "
+        f"'{about.input_name}' (FP32 [N,3,{crop},{crop}]) or "
         f"'{IMAGE_INPUT}' (BYTES [N], encoded images)"
     )
 
@@ -137,7 +146,7 @@ def _images(pipeline: Pipeline, tensor: InputTensor) -> list[bytes]:
 
 
 def _tensor(pipeline: Pipeline, tensor: InputTensor) -> NDArray[np.float32]:
-    crop = _crop(pipeline)
+    crop = pipeline.describe().crop_size
     if tensor.datatype != "FP32" or tensor.array is None:
         raise InvalidParameter(f"input '{tensor.name}' must be FP32, not {tensor.datatype}")
     if len(tensor.shape) != 4 or tensor.shape[1:] != (3, crop, crop):
@@ -152,7 +161,7 @@ def _tensor(pipeline: Pipeline, tensor: InputTensor) -> NDArray[np.float32]:
 
 
 def _outputs(pipeline: Pipeline, request: InferenceRequest) -> list[RequestedOutput]:
-    spec, binary = pipeline.spec, request.binary_data_output
+    spec, binary = pipeline.describe(), request.binary_data_output
     if request.outputs is None:
         return [RequestedOutput(spec.output_name, binary)]
     names = [o.name for o in request.outputs]
@@ -206,7 +215,7 @@ async def _rows(works: Sequence[Awaitable[Inferred]], item: str | None) -> NDArr
     return np.stack([task.result().output for task in tasks])
 
 
-def top_k_strings(rows: NDArray[np.float32], k: int, labels: list[str]) -> list[bytes]:
+def top_k_strings(rows: NDArray[np.float32], k: int, labels: Sequence[str]) -> list[bytes]:
     """Top k of each row by value, ties to the lower index, as "value:index:label"."""
     return [
         f"{np.float32(value)!s}:{index}:{labels[index]}".encode()
@@ -220,7 +229,7 @@ def _render(pipeline: Pipeline, rows: NDArray[np.float32], wanted: RequestedOutp
     if wanted.classification is None:
         return OutputTensor(wanted.name, "FP32", (n, classes), bool(wanted.binary), array=rows)
     k = wanted.classification
-    strings = top_k_strings(rows, k, pipeline.spec.labels)
+    strings = top_k_strings(rows, k, pipeline.describe().labels)
     return OutputTensor(wanted.name, BYTES, (n, k), bool(wanted.binary), elements=strings)
 
 
@@ -234,11 +243,12 @@ async def infer(
         raise InvalidParameter(f"send exactly one input, {_expected(pipeline)}; got {names}")
     (given,) = request.inputs
     wanted = _outputs(pipeline, request)
-    if given.name == IMAGE_INPUT and given.name != pipeline.spec.input_name:
+    input_name = pipeline.describe().input_name
+    if given.name == IMAGE_INPUT and given.name != input_name:
         images = _images(pipeline, given)
         works = [pipeline.infer_image(data, request_id) for data in images]
         rows = await _rows(works, f"input '{IMAGE_INPUT}' element")
-    elif given.name == pipeline.spec.input_name:
+    elif given.name == input_name:
         batch = _tensor(pipeline, given)
         rows = await _rows([pipeline.infer_tensor(row, request_id) for row in batch], None)
     else:

@@ -28,20 +28,20 @@ log = logging.getLogger(__name__)
 
 def _announce(repository: ModelRepository, settings: Settings) -> None:
     for pipeline in repository:
-        spec = pipeline.spec
-        for warning in pipeline.warnings:
-            log.warning("%s v%d: %s", pipeline.name, pipeline.version, warning)
+        about = pipeline.describe()
+        for warning in about.warnings:
+            log.warning("%s v%d: %s", about.name, about.version, warning)
         log.info(
             "serving %s v%d (%s, %s weights, %d classes) in %s on %s (%s); batches of up to %d",
-            pipeline.name,
-            pipeline.version,
-            spec.arch or "unknown architecture",
-            spec.weights,
-            spec.num_classes,
-            pipeline.engine.precision,
-            pipeline.engine.runtime,
-            ", ".join(pipeline.engine.providers),
-            pipeline.max_batch_size,
+            about.name,
+            about.version,
+            about.arch or "unknown architecture",
+            about.weights,
+            about.num_classes,
+            about.precision,
+            about.runtime,
+            ", ".join(about.providers),
+            about.max_batch_size,
         )
     log.info(
         "default model: %s; batch delay %g ms", repository.default_name, settings.max_batch_delay_ms

@@ -48,37 +48,37 @@ async def metrics(dataplane: DataPlaneDep) -> Response:
 
 
 def _info(dataplane: DataPlane, pipeline: Pipeline) -> ModelInfo:
-    spec, settings, repository = pipeline.spec, dataplane.settings, dataplane.models()
-    recipe = spec.recipe
+    about, repository = pipeline.describe(), dataplane.models()
+    recipe = about.recipe
     return ModelInfo(
-        name=pipeline.name,
-        version=pipeline.version,
-        latest=repository.versions(pipeline.name)[-1] == pipeline.version,
+        name=about.name,
+        version=about.version,
+        latest=repository.versions(about.name)[-1] == about.version,
         default=repository.find() is pipeline,
         ready=pipeline.ready,
-        arch=spec.arch,
-        weights=spec.weights,
-        weights_source=spec.weights_source,
-        precision=pipeline.engine.precision,
-        stored_precision=spec.precision,
-        runtime=pipeline.engine.runtime,
-        input_shape=["N", 3, recipe.crop_size, recipe.crop_size],
-        num_classes=spec.num_classes,
+        arch=about.arch,
+        weights=about.weights,
+        weights_source=about.weights_source,
+        precision=about.precision,
+        stored_precision=about.stored_precision,
+        runtime=about.runtime,
+        input_shape=["N", 3, about.crop_size, about.crop_size],
+        num_classes=about.num_classes,
         preprocessing={
             "resize_size": recipe.resize_size,
             "crop_size": recipe.crop_size,
             "interpolation": recipe.interpolation,
             "mean": list(recipe.mean),
             "std": list(recipe.std),
-            "jpeg_draft": settings.jpeg_draft,
+            "jpeg_draft": about.jpeg_draft,
         },
-        providers=pipeline.engine.providers,
+        providers=list(about.providers),
         batching=BatchingInfo(
-            max_batch_size=pipeline.max_batch_size,
-            max_batch_delay_ms=settings.max_batch_delay_ms,
-            max_queue_size=settings.max_queue_size,
+            max_batch_size=about.max_batch_size,
+            max_batch_delay_ms=about.max_batch_delay_ms,
+            max_queue_size=about.max_queue_size,
         ),
-        warnings=pipeline.warnings,
+        warnings=list(about.warnings),
     )
 
 

@@ -87,7 +87,8 @@ async def model_metadata(
 ) -> dict[str, Any]:
     pipeline = dataplane.find(name, version)
     versions = [pipeline.version] if version else dataplane.models().versions(pipeline.name)
-    return inference.model_metadata(pipeline, versions)
+    with_image = dataplane.settings.v2_metadata_inputs == "both"
+    return inference.model_metadata(pipeline.describe(), versions, with_image)
 
 
 @router.get(
@@ -120,7 +121,8 @@ async def model_ready(
 async def model_config(
     dataplane: DataPlaneDep, name: ModelName, version: Version | None = None
 ) -> dict[str, Any]:
-    return inference.model_config(dataplane.find(name, version))
+    with_image = dataplane.settings.v2_metadata_inputs == "both"
+    return inference.model_config(dataplane.find(name, version).describe(), with_image)
 
 
 @router.post(
