@@ -115,6 +115,12 @@ class Settings(BaseSettings):
         100 * 1024 * 1024, ge=1024, description="Largest request body for /classify/batch."
     )
     max_batch_images: int = Field(32, ge=1, description="Most images in one /classify/batch call.")
+    max_v2_body_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="Largest Open Inference Protocol (v2) request body, as sent and once "
+        "inflated (gzip, deflate); 413 beyond.",
+    )
     max_inflight_upload_bytes: int = Field(
         256 * 1024 * 1024,
         ge=1024,

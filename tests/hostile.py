@@ -23,7 +23,8 @@ UPLOAD_LIMIT = 2 * 1024 * 1024
 SETTINGS: dict[str, object] = {
     "max_upload_bytes": UPLOAD_LIMIT,
     "max_batch_images": 4,
-    "max_batch_upload_bytes": 8 * 1024 * 1024,  # also the v2 inference body limit
+    "max_batch_upload_bytes": 8 * 1024 * 1024,
+    "max_v2_body_bytes": 8 * 1024 * 1024,
 }
 Part = tuple[str, tuple[str, bytes, str]]  # (field, (filename, content, content type))
 

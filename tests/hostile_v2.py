@@ -20,7 +20,7 @@ from tests import images
 from tests.hostile import Case
 
 INFER = "/v2/models/densenet-tiny/infer"
-BODY_LIMIT = 8 * 1024 * 1024  # the max_batch_upload_bytes tests/hostile.SETTINGS sets
+BODY_LIMIT = 8 * 1024 * 1024  # the max_v2_body_bytes tests/hostile.SETTINGS sets
 TENSOR = np.zeros((1, 3, 224, 224), np.float32)
 JSON = "application/json"
 
@@ -288,3 +288,27 @@ def _contents() -> list[Case]:
 
 def corpus() -> list[Case]:
     return [*_valid(), *_framing(), *_contents()]
+
+
+def amplified_json(case: str) -> bytes:
+    """A JSON body of tens of millions of tiny values, as the reviewer's 31 KB gzip was."""
+    count = 10_000_000
+    if case == "numbers":
+        return (
+            b'{"inputs":[{"name":"input","shape":[1],"datatype":"FP32","data":['
+            + b"0," * (count - 1)
+            + b"0]}]}"
+        )
+    if case == "empty_strings":
+        return (
+            b'{"inputs":[{"name":"image","shape":[1],"datatype":"BYTES","data":['
+            + b'"",' * (count - 1)
+            + b'""]}]}'
+        )
+    assert case == "nested_lists"
+    return (
+        b'{"inputs":[{"name":"input","shape":[1],"datatype":"FP32","data":'
+        + b"[" * (count // 2)
+        + b"]" * (count // 2)
+        + b"}]}"
+    )

@@ -9,6 +9,7 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 
+from app.budget import UploadBudget
 from app.draining import Drain
 from app.metrics import Metrics
 from app.web.errors import install
@@ -37,7 +38,7 @@ async def app_and_metrics() -> AsyncIterator[
 
     install(app, metrics)
     middleware = RequestContextMiddleware(
-        app, metrics=metrics, drain=Drain(), body_timeout_s=5, upload_budget_bytes=100_000
+        app, metrics=metrics, drain=Drain(), body_timeout_s=5, budget=UploadBudget(100_000)
     )
     transport = httpx.ASGITransport(app=middleware)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
@@ -103,12 +104,12 @@ async def test_a_route_declares_its_body_limit(
 async def test_uploads_in_progress_share_one_budget(
     app_and_metrics: tuple[httpx.AsyncClient, Metrics, RequestContextMiddleware],
 ) -> None:
-    client, metrics, middleware = app_and_metrics
-    middleware.uploading_bytes = 99_500  # as if other uploads held most of the budget
+    client, _, middleware = app_and_metrics
+    middleware.budget.take(99_500)  # as if other uploads held most of the budget
     over = await client.post("/upload", content=b"x" * 600)
     assert over.status_code == 503
     assert over.json()["error"]["code"] == "overloaded"
     assert over.headers["retry-after"] == "1"
-    middleware.uploading_bytes = 0
+    middleware.budget.release(99_500)
     assert (await client.post("/upload", content=b"x" * 600)).status_code == 200
-    assert metrics.registry.get_sample_value("classifier_upload_bytes") == 0
+    assert middleware.budget.held == 0

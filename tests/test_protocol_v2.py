@@ -31,7 +31,7 @@ JPEG = images.jpeg()
 
 @pytest.fixture(scope="module")
 async def v2(tiny_model: Path) -> AsyncIterator[httpx.AsyncClient]:
-    async with serve(settings_for(tiny_model, max_batch_upload_bytes=8 * 1024 * 1024)) as (
+    async with serve(settings_for(tiny_model, max_v2_body_bytes=8 * 1024 * 1024)) as (
         _,
         client,
     ):

@@ -32,7 +32,7 @@ DECODING_FAILURE = "an exception occurred in the client while decoding the respo
 
 @pytest.fixture(scope="module")
 def server(tiny_model: Path) -> Iterator[str]:
-    with running(tiny_model, max_batch_upload_bytes=UPLOAD_LIMIT) as (_, url):
+    with running(tiny_model, max_v2_body_bytes=UPLOAD_LIMIT) as (_, url):
         yield url
 
 

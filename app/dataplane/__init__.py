@@ -15,7 +15,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from app.budget import UploadBudget
 from app.config import Settings
+from app.dataplane.oip import DecodeLimits
 from app.draining import Drain
 from app.errors import ClientDisconnected, ModelNotFound, NotReady, ShuttingDown, Timeout
 from app.metrics import Metrics
@@ -35,6 +37,8 @@ class DataPlane:
     on_fatal: Callable[[], None] | None = None  # set by `python -m app`: stop the process
 
     def __post_init__(self) -> None:
+        self.uploads = UploadBudget(self.settings.max_inflight_upload_bytes)
+        self.metrics.upload_bytes.set_function(lambda: self.uploads.held)
         self.metrics.requests_in_progress.set_function(lambda: self.drain.active)
         self.metrics.ready.set_function(lambda: 1 if self.ready else 0)
 
@@ -74,6 +78,12 @@ class DataPlane:
         pipeline = self.find(name, version)
         pipeline.check_ready()
         return pipeline
+
+    def decode_limits(self, pipeline: Pipeline) -> DecodeLimits:
+        """What decoding an Open Inference Protocol request for `pipeline` may cost."""
+        about = pipeline.describe()
+        body_bytes = self.settings.max_v2_body_bytes
+        return DecodeLimits.for_model(body_bytes, about.max_batch_size, about.crop_size)
 
     # --- running a request ---------------------------------------------------------------
 

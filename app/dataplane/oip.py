@@ -29,6 +29,30 @@ NUMPY_TYPES: dict[str, str] = {
     "FP64": "<f8",
 }
 BYTES = "BYTES"
+MAX_DIMS = 8  # dimensions of a shape, and so nesting levels of JSON data
+MAX_BYTES_ELEMENTS = 1024  # per input: bounds the work a body of tiny elements can cause
+# The JSON part of a request: big tensors and images go as binary data (a full batch of
+# 224x224 FP32 tensors as JSON text stays well under this).
+MAX_JSON_BYTES = 32 * 1024 * 1024
+JSON_STRUCTURE_VALUES = 4096  # values beside the tensors' own: names, shapes, parameters
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """What decoding one request may cost, whatever its transport or encoding: a request
+    never takes more memory than a fixed multiple of these."""
+
+    body_bytes: int  # the body, inflated (DENSENET_MAX_V2_BODY_BYTES)
+    json_values: int  # values (numbers, strings, lists) the JSON part may hold
+    bytes_elements: int = MAX_BYTES_ELEMENTS
+
+    @classmethod
+    def for_model(cls, body_bytes: int, max_batch_size: int, crop_size: int) -> DecodeLimits:
+        """A JSON part holds at most one full batch of the model's tensor, or the BYTES
+        elements, and its structure: so parsed Python objects stay within about 60 bytes
+        a value times this, whatever the body inflates to."""
+        tensor_values = max_batch_size * 3 * crop_size * crop_size
+        return cls(body_bytes, max(tensor_values, MAX_BYTES_ELEMENTS) + JSON_STRUCTURE_VALUES)
 
 
 @dataclass(frozen=True)

@@ -138,6 +138,6 @@ def create_app(
         metrics=dataplane.metrics,
         drain=dataplane.drain,
         body_timeout_s=settings.body_read_timeout_s,
-        upload_budget_bytes=settings.max_inflight_upload_bytes,
+        budget=dataplane.uploads,
     )
     return app

@@ -26,12 +26,12 @@ import uuid
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.budget import UploadBudget
 from app.draining import Drain
 from app.errors import (
     BodyTimeout,
     InternalError,
     MalformedRequest,
-    Overloaded,
     PayloadTooLarge,
     ServiceError,
     ShuttingDown,
@@ -86,7 +86,7 @@ class _Body:
                 f"request body is {self.declared} bytes; the limit is {self.limit}"
             )
         if self.declared:
-            self._owner.check_room(self.declared)
+            self._owner.budget.check_room(self.declared)
 
     async def receive(self) -> Message:
         if self.done:  # waiting for a disconnect: no deadline applies
@@ -103,7 +103,7 @@ class _Body:
             size = len(message.get("body", b""))
             if self.reserved + size > self.limit:
                 raise PayloadTooLarge(f"request body exceeds the limit of {self.limit} bytes")
-            self._owner.take(size)
+            self._owner.budget.take(size)
             self.reserved += size
             self.done = not message.get("more_body", False)
         return message
@@ -118,25 +118,13 @@ class RequestContextMiddleware:
         metrics: Metrics,
         drain: Drain,
         body_timeout_s: float,
-        upload_budget_bytes: int,
+        budget: UploadBudget,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.drain = drain
         self.body_timeout_s = body_timeout_s
-        self.upload_budget_bytes = upload_budget_bytes
-        self.uploading_bytes = 0
-        metrics.upload_bytes.set_function(lambda: self.uploading_bytes)
-
-    def check_room(self, size: int) -> None:
-        """Refuse at once a body that cannot fit in what the budget has left now."""
-        if self.uploading_bytes + size > self.upload_budget_bytes:
-            raise Overloaded("too many uploads in progress; retry shortly")
-
-    def take(self, size: int) -> None:
-        """Hold `size` more bytes of a body that arrived, or refuse it mid-upload."""
-        self.check_room(size)
-        self.uploading_bytes += size
+        self.budget = budget
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -186,7 +174,7 @@ class RequestContextMiddleware:
                 raise
             await fail(InternalError("internal error; quote the request id when reporting it"))
         finally:
-            self.uploading_bytes -= body.reserved
+            self.budget.release(body.reserved)
             route = getattr(scope.get("route"), "path", "unmatched")
             method = scope["method"] if scope["method"] in _METHODS else "other"
             self.metrics.requests.labels(route, method, str(status)).inc()

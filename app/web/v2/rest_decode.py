@@ -19,6 +19,7 @@ import binascii
 import math
 import struct
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,11 @@ from pydantic import ValidationError
 
 from app.dataplane.oip import (
     BYTES,
+    MAX_BYTES_ELEMENTS,
+    MAX_DIMS,
+    MAX_JSON_BYTES,
     NUMPY_TYPES,
+    DecodeLimits,
     InferenceRequest,
     InputTensor,
     RequestedOutput,
@@ -37,14 +42,14 @@ from app.names import parse_count
 from app.web.v2.rest_schema import Header, Input, problems
 
 HEADER_LENGTH = "inference-header-content-length"
-MAX_BYTES_ELEMENTS = 1024  # per input: bounds the work a body of tiny elements can cause
 OFF_LOOP_BYTES = 256 * 1024  # JSON this large (or any compressed body) is parsed off the loop
-# Parsed JSON takes several times its size in Python objects: big tensors and images go
-# as binary data (a full batch of 224x224 FP32 tensors as JSON text stays well under this).
-MAX_JSON_BYTES = 32 * 1024 * 1024
+INFLATE_CHUNK_BYTES = 1024 * 1024
+Hold = Callable[[int], None]  # takes bytes from the upload budget (or refuses them)
 
 
-def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
+def _inflate(body: bytes, encoding: str, limit: int, hold: Hold) -> bytes | bytearray:
+    """The body inflated, a chunk at a time: each chunk is held in the upload budget as it
+    is made, and past `limit` inflating stops."""
     if encoding in ("", "identity"):
         return body
     if encoding not in ("gzip", "deflate"):
@@ -52,12 +57,19 @@ def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
             f"Content-Encoding '{encoding[:32]}' is not supported; send gzip, deflate or none"
         )
     inflater = zlib.decompressobj(32 + zlib.MAX_WBITS)  # zlib or gzip framing
-    try:
-        data = inflater.decompress(body, limit + 1)
-    except zlib.error:
-        raise MalformedRequest(f"the body is not valid {encoding} data") from None
-    if len(data) > limit or inflater.unconsumed_tail:
-        raise PayloadTooLarge(f"the {encoding} body inflates past the limit of {limit} bytes")
+    data, pending = bytearray(), body
+    while True:
+        try:
+            piece = inflater.decompress(pending, INFLATE_CHUNK_BYTES)
+        except zlib.error:
+            raise MalformedRequest(f"the body is not valid {encoding} data") from None
+        pending = inflater.unconsumed_tail
+        if len(data) + len(piece) > limit:
+            raise PayloadTooLarge(f"the {encoding} body inflates past the limit of {limit} bytes")
+        hold(len(piece))
+        data += piece
+        if inflater.eof or not (piece or pending):
+            break
     if not inflater.eof or inflater.unused_data:
         raise MalformedRequest(f"the {encoding} body is truncated or has trailing bytes")
     return data
@@ -76,15 +88,24 @@ def _json_size(declared: str | None, body_size: int) -> int:
     return size
 
 
-def _flat(data: Any) -> list[Any]:
-    if not isinstance(data, list):
-        return [data]
-    return [item for element in data for item in _flat(element)]
+def _flat(name: str, data: Any) -> list[Any]:
+    """The elements of (nested) JSON data in order, nested at most MAX_DIMS deep."""
+    flat: list[Any] = []
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if not isinstance(item, list):
+            flat.append(item)
+        elif depth >= MAX_DIMS:
+            raise MalformedRequest(f"input '{name}': data nests deeper than {MAX_DIMS} levels")
+        else:
+            stack.extend((element, depth + 1) for element in reversed(item))
+    return flat
 
 
 def _bytes_json(name: str, data: Any) -> list[bytes]:
     elements = []
-    for i, element in enumerate(_flat(data)):
+    for i, element in enumerate(_flat(name, data)):
         try:
             elements.append(base64.b64decode(element, validate=True))
         except (binascii.Error, TypeError, ValueError):
@@ -112,7 +133,7 @@ def _bytes_binary(name: str, view: memoryview) -> list[bytes]:
             )
         elements.append(bytes(view[position : position + size]))
         position += size
-        if len(elements) > MAX_BYTES_ELEMENTS:
+        if len(elements) > MAX_BYTES_ELEMENTS:  # refused by the caller
             break
     return elements
 
@@ -175,22 +196,41 @@ def _input(raw: Input, binary: memoryview, offset: int) -> tuple[InputTensor, in
     return tensor, offset + (size or 0)
 
 
+def _check_json_values(data: bytes | bytearray, json_size: int, limit: int) -> None:
+    """Count the JSON part's values from its bytes before parsing it: every array element
+    but the first follows a comma, every array and object opens with a bracket. Parsed,
+    each value is a Python object, so this bounds the parse's memory."""
+    values = sum(data.count(mark, 0, json_size) for mark in (b",", b"[", b"{"))
+    if values > limit:
+        raise PayloadTooLarge(
+            f"the JSON part of the request holds about {values} values; this model's inputs "
+            f"need at most {limit} (send large tensors and images as binary tensor data)"
+        )
+
+
 def decode_request(
-    body: bytes, header_length: str | None, encoding: str, limit: int
+    body: bytes,
+    header_length: str | None,
+    encoding: str,
+    limits: DecodeLimits,
+    hold: Hold = lambda _: None,
 ) -> InferenceRequest:
-    """A request body (JSON, maybe followed by binary tensor data) -> InferenceRequest."""
-    body = _inflate(body, encoding, limit)
-    json_size = _json_size(header_length, len(body))
+    """A request body (JSON, maybe followed by binary tensor data) -> InferenceRequest.
+    Every count is checked before anything is converted; `hold` takes an inflated body's
+    bytes from the upload budget."""
+    data = _inflate(body, encoding, limits.body_bytes, hold)
+    json_size = _json_size(header_length, len(data))
     if json_size > MAX_JSON_BYTES:
         raise PayloadTooLarge(
             f"the JSON part of the request is {json_size} bytes; the limit is {MAX_JSON_BYTES} "
             "(send large tensors and images as binary tensor data)"
         )
+    _check_json_values(data, json_size, limits.json_values)
     try:
-        header = Header.model_validate_json(body[:json_size])
+        header = Header.model_validate_json(data[:json_size])
     except ValidationError as exc:
         raise MalformedRequest(f"invalid inference request: {problems(exc)}") from None
-    binary, offset, inputs = memoryview(body)[json_size:], 0, []
+    binary, offset, inputs = memoryview(data)[json_size:], 0, []
     for raw in header.inputs:
         tensor, offset = _input(raw, binary, offset)
         inputs.append(tensor)
@@ -214,12 +254,12 @@ def decode_request(
 
 
 async def decode_request_off_loop(
-    body: bytes, header_length: str | None, encoding: str, limit: int
+    body: bytes, header_length: str | None, encoding: str, limits: DecodeLimits, hold: Hold
 ) -> InferenceRequest:
     """`decode_request`, on a thread for large JSON and compressed bodies, so that one
     request does not hold up the event loop."""
     json_size = parse_count(header_length.strip()) if header_length else None
-    args = (body, header_length, encoding, limit)
+    args = (body, header_length, encoding, limits, hold)
     if encoding not in ("", "identity") or (json_size or len(body)) > OFF_LOOP_BYTES:
         return await asyncio.to_thread(decode_request, *args)
     return decode_request(*args)

@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from app.dataplane.oip import MAX_DIMS
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -31,7 +33,7 @@ class RequestParameters(_Strict):
 
 class Input(_Strict):
     name: str = Field(max_length=256)
-    shape: list[int] = Field(max_length=8)
+    shape: list[int] = Field(max_length=MAX_DIMS)
     datatype: str = Field(max_length=16)
     parameters: InputParameters | None = None
     data: Any = None

@@ -145,9 +145,9 @@ async def infer(
     """The model's tensor (FP32 [N,3,H,W]) or `image` (BYTES [N], encoded images) in;
     the model's output, or its top K with `parameters: {"classification": K}`, out."""
     pipeline = dataplane.admit(name, version)
-    with dataplane.track():
-        limit = dataplane.settings.max_batch_upload_bytes
-        declare_body_limit(request, limit)
+    limits = dataplane.decode_limits(pipeline)
+    with dataplane.track(), dataplane.uploads.holding() as hold:
+        declare_body_limit(request, limits.body_bytes)
         try:
             body = await request.body()
         except ClientDisconnect:
@@ -156,7 +156,7 @@ async def infer(
         encoding = request.headers.get("content-encoding", "").strip().lower()
 
         async def decode_and_infer() -> InferenceResponse:
-            parsed = await decode_request_off_loop(body, header_length, encoding, limit)
+            parsed = await decode_request_off_loop(body, header_length, encoding, limits, hold)
             return await inference.infer(pipeline, parsed, request_id(request))
 
         # The deadline covers decoding too: everything after the body has arrived.
