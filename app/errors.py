@@ -1,6 +1,6 @@
 """Plain domain exceptions, each with a stable `code`, an HTTP-like `status` and a message.
 
-Nothing here knows HTTP frameworks: the web layer renders these (app/http_errors.py), once.
+Nothing here knows HTTP frameworks: the web layer renders these (app/web/errors.py), once.
 """
 
 from __future__ import annotations
@@ -72,6 +72,13 @@ class UnsupportedMediaType(ServiceError):
 
 class InvalidParameter(ServiceError):
     status, code = 422, "invalid_parameter"
+
+
+class NonFiniteOutput(ServiceError):
+    """The model computed NaN or infinity for this input: no answer can be encoded
+    faithfully (JSON has no NaN), and a score that is not a number answers nothing."""
+
+    status, code = 422, "non_finite_output"
 
 
 class ClientDisconnected(ServiceError):

@@ -23,7 +23,14 @@ from app.config import Settings
 from app.description import ModelDescription
 from app.engine import Engine
 from app.engine import warm_up as warm_up_engine
-from app.errors import InvalidImage, InvalidParameter, NotReady, Overloaded, ServiceError
+from app.errors import (
+    InvalidImage,
+    InvalidParameter,
+    NonFiniteOutput,
+    NotReady,
+    Overloaded,
+    ServiceError,
+)
 from app.fair_pool import FairPool
 from app.metrics import Metrics
 from app.postprocess import softmax, top_k
@@ -183,13 +190,15 @@ class Pipeline:
         if not self.warmed_up:
             raise NotReady(f"model {self.name} is still loading; retry shortly")
 
-    def top_k(self, requested: int | None) -> int:
-        """The client's top_k, checked; or the default, capped at what this model has."""
+    def top_k(self, requested: int | None, what: str = "top_k") -> int:
+        """The client's K (`what` names it as the client wrote it), checked against
+        DENSENET_MAX_TOP_K and the class count; or the default. The one top-k rule of every
+        front."""
         limit = min(self.settings.max_top_k, self.spec.num_classes)
         if requested is None:
             return min(self.settings.default_top_k, limit)
-        if requested > limit:
-            raise InvalidParameter(f"top_k must be between 1 and {limit}")
+        if not 1 <= requested <= limit:
+            raise InvalidParameter(f"{what} must be between 1 and {limit}, not {requested}")
         return requested
 
     def start(self) -> None:
@@ -237,6 +246,11 @@ class Pipeline:
         if not admitted:
             self._admit()
         result = await self.batcher.submit(tensor, request_id)
+        if not np.isfinite(result.output).all():
+            raise NonFiniteOutput(
+                "the model's output for this input is not finite (NaN or infinity); the "
+                "input is outside what the model computes (e.g. values near the float32 limit)"
+            )
         self._metrics.images.inc()
         return Inferred(result.output, result.queue_wait_s, 0.0, result.inference_s)
 

@@ -397,3 +397,34 @@ async def test_v2_errors_are_counted_with_the_v1_codes(v2: httpx.AsyncClient) ->
     after = (await v2.get("/metrics")).text
     for code in ("invalid_image", "model_not_found"):
         assert errors_counted(after, code) == errors_counted(before, code) + 1
+
+
+async def test_classification_k_follows_max_top_k_like_classify(tiny_model: Path) -> None:
+    async with serve(settings_for(tiny_model, max_top_k=5)) as (_, client):
+        x = tensor(1)
+        for k, status in ((5, 200), (6, 400)):  # the protocol answers 400 where v1 has 422
+            header = {
+                "inputs": [fp32_input(x)],
+                "outputs": [{"name": "logits", "parameters": {"classification": k}}],
+            }
+            body, headers = binary_request(header, x.tobytes())
+            answer = await client.post(INFER, content=body, headers=headers)
+            assert answer.status_code == status, answer.text
+        assert_v2_error(answer, 400, "classification must be between 1 and 5, not 6")
+        refused = await client.post("/classify?top_k=6", files={"file": JPEG})
+        assert refused.status_code == 422
+        assert "top_k must be between 1 and 5, not 6" in refused.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("binary", [False, True])
+async def test_a_non_finite_output_is_an_error_never_invalid_json(
+    v2: httpx.AsyncClient, binary: bool
+) -> None:
+    """Finite inputs near the float32 limit make the model's output NaN: the answer was
+    `"data":[NaN,...]`, which JSON.parse refuses."""
+    x = np.full((1, 3, 224, 224), 3e38, np.float32)
+    header = {"inputs": [fp32_input(x)], "parameters": {"binary_data_output": binary}}
+    body, headers = binary_request(header, x.tobytes())
+    answer = await v2.post(INFER, content=body, headers=headers)
+    json.loads(answer.text, parse_constant=lambda name: pytest.fail(f"bare {name} in JSON"))
+    assert_v2_error(answer, 400, "non_finite_output")

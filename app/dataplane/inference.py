@@ -172,12 +172,8 @@ def _outputs(pipeline: Pipeline, request: InferenceRequest) -> list[RequestedOut
             raise InvalidParameter(
                 f"unknown output '{output.name}'; this model's output is '{spec.output_name}'"
             )
-        k = output.classification
-        if k is not None and not 1 <= k <= spec.num_classes:
-            raise InvalidParameter(
-                f"output '{output.name}': classification must be between 1 and "
-                f"{spec.num_classes} (the class count), not {k}"
-            )
+        if output.classification is not None:
+            pipeline.top_k(output.classification, f"output '{output.name}': classification")
     return [
         RequestedOutput(o.name, binary if o.binary is None else o.binary, o.classification)
         for o in request.outputs
