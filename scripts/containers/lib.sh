@@ -8,8 +8,11 @@ say() { echo "container-test: $*" >&2; }
 # Without systemd, podman cannot schedule the periodic health checks and says so on every
 # start and removal of a container with a HEALTHCHECK; the checks call
 # `podman healthcheck run` themselves instead, so those lines are only noise.
+# The filter is exec'd: a bash subshell left waiting for it would hold the stdout of a
+# `$(...)` around the call open for as long as grep reads, and grep reads as long as
+# conmon, which inherits podman's stderr, keeps a detached container running.
 podman() {
-    command podman "$@" 2> >(grep -v 'unable to get systemd connection' >&2 || true)
+    command podman "$@" 2> >(exec grep -v 'unable to get systemd connection' >&2)
 }
 fail() { say "FAIL: $*"; exit 1; }
 
