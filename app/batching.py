@@ -30,6 +30,8 @@ from app.metrics import ModelMetrics
 log = logging.getLogger(__name__)
 
 RunBatch = Callable[[NDArray[np.float32]], NDArray[np.float32]]
+# (batch size, seconds to stack the inputs, to run the model, to hand out the rows)
+BatchObserver = Callable[[int, float, float, float], None]
 T = TypeVar("T")
 
 
@@ -94,8 +96,10 @@ class DynamicBatcher:
         max_batch_size: int,
         max_batch_delay_s: float,
         max_queue_size: int,
+        on_batch: BatchObserver | None = None,
     ) -> None:
         self._run_batch = run_batch
+        self._on_batch = on_batch
         self._device = device
         self._metrics = metrics
         self.max_batch_size = max_batch_size
@@ -238,7 +242,9 @@ class DynamicBatcher:
         self._running = batch
         try:
             inputs = np.stack([item.tensor for item in batch])
+            stacked = time.perf_counter()
             outputs = await self._device.run(self._run_batch, inputs)
+            ran = time.perf_counter()
             if outputs.shape[0] != len(batch):
                 raise RuntimeError(
                     f"model returned {outputs.shape[0]} rows for {len(batch)} inputs"
@@ -268,3 +274,5 @@ class DynamicBatcher:
             self._metrics.queue_wait_seconds.observe(wait)
             if not item.future.done():
                 item.future.set_result(BatchResult(outputs[row], wait, inference_s, len(batch)))
+        if self._on_batch is not None:
+            self._on_batch(len(batch), stacked - started, ran - stacked, time.perf_counter() - ran)

@@ -12,6 +12,7 @@ import dataclasses
 import io
 import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +36,7 @@ from app.fair_pool import FairPool
 from app.metrics import Metrics
 from app.postprocess import softmax, top_k
 from app.preprocess import preprocess
+from app.statistics import ModelStatistics
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +107,7 @@ class Pipeline:
         self.warnings = [RANDOM_WEIGHTS_WARNING] if self.spec.weights == "random" else []
         self.warnings.extend(self.spec.metadata_warnings)
         self.max_batch_size = 1 if self.spec.fixed_batch == 1 else settings.max_batch_size
+        self.statistics = ModelStatistics()
         self.batcher = DynamicBatcher(
             engine.run,
             device,
@@ -112,6 +115,7 @@ class Pipeline:
             max_batch_size=self.max_batch_size,
             max_batch_delay_s=settings.max_batch_delay_ms / 1e3,
             max_queue_size=settings.max_queue_size,
+            on_batch=self.statistics.record_batch,
         )
         self._preprocessing = 0  # images handed to the pool and not decoded yet
         self._queue = queue or QueueShare(settings.max_queue_size)
@@ -229,6 +233,30 @@ class Pipeline:
 
     async def infer_image(self, data: bytes, request_id: str | None = None) -> Inferred:
         """The model's output row for one encoded image, preprocessed by its recipe."""
+        return await self._counted(self._infer_image(data, request_id))
+
+    async def infer_tensor(
+        self, tensor: NDArray[np.float32], request_id: str | None = None
+    ) -> Inferred:
+        """The model's output row for one input tensor [3, H, W], sent as it is."""
+        self._admit()
+        return await self._counted(self._infer_tensor(tensor, request_id))
+
+    async def _counted(self, work: Awaitable[Inferred]) -> Inferred:
+        """`work`, recorded in the statistics (a request abandoned by its client is not)."""
+        started = time.perf_counter()
+        try:
+            inferred = await work
+        except Exception:
+            self.statistics.record_failure(time.perf_counter() - started)
+            raise
+        total_s = time.perf_counter() - started
+        self.statistics.record_success(
+            total_s, inferred.queue_s, inferred.preprocess_s, inferred.inference_s
+        )
+        return inferred
+
+    async def _infer_image(self, data: bytes, request_id: str | None) -> Inferred:
         if not data:
             raise InvalidImage("the file is empty")
         self._admit()
@@ -236,15 +264,10 @@ class Pipeline:
         tensor = await self._preprocess(data)
         preprocess_s = time.perf_counter() - started
         self._metrics.preprocess_seconds.observe(preprocess_s)
-        inferred = await self.infer_tensor(tensor, request_id, admitted=True)
+        inferred = await self._infer_tensor(tensor, request_id)
         return dataclasses.replace(inferred, preprocess_s=preprocess_s)
 
-    async def infer_tensor(
-        self, tensor: NDArray[np.float32], request_id: str | None = None, admitted: bool = False
-    ) -> Inferred:
-        """The model's output row for one input tensor [3, H, W], sent as it is."""
-        if not admitted:
-            self._admit()
+    async def _infer_tensor(self, tensor: NDArray[np.float32], request_id: str | None) -> Inferred:
         result = await self.batcher.submit(tensor, request_id)
         if not np.isfinite(result.output).all():
             raise NonFiniteOutput(

@@ -428,3 +428,34 @@ async def test_a_non_finite_output_is_an_error_never_invalid_json(
     answer = await v2.post(INFER, content=body, headers=headers)
     json.loads(answer.text, parse_constant=lambda name: pytest.fail(f"bare {name} in JSON"))
     assert_v2_error(answer, 400, "non_finite_output")
+
+
+async def test_statistics_extension_counts_inferences_and_batches(tiny_model: Path) -> None:
+    """perf_analyzer reads these for its server-side breakdown (Triton's shape)."""
+    async with serve(settings_for(tiny_model)) as (_, client):
+        assert "statistics" in (await client.get("/v2")).json()["extensions"]
+        x = tensor(2)
+        body, headers = binary_request({"inputs": [fp32_input(x)]}, x.tobytes())
+        assert (await client.post(INFER, content=body, headers=headers)).status_code == 200
+        image = {"name": "image", "shape": [1], "datatype": "BYTES"}
+        image["data"] = [base64.b64encode(JPEG).decode()]
+        assert (await client.post(INFER, json={"inputs": [image]})).status_code == 200
+        bad = {**image, "data": [base64.b64encode(b"not an image").decode()]}
+        assert (await client.post(INFER, json={"inputs": [bad]})).status_code == 400
+        every = (await client.get("/v2/models/stats")).json()
+        for path in (f"/v2/models/{MODEL}/stats", f"/v2/models/{MODEL}/versions/1/stats"):
+            assert (await client.get(path)).json() == every
+        [stats] = every["model_stats"]
+        assert (stats["name"], stats["version"]) == (MODEL, "1")
+        assert stats["inference_count"] == 3
+        figures = stats["inference_stats"]
+        assert figures["success"]["count"] == figures["queue"]["count"] == 3
+        assert figures["fail"]["count"] == 1
+        assert figures["compute_infer"]["ns"] > 0
+        assert figures["success"]["ns"] >= figures["compute_infer"]["ns"]
+        batches = stats["batch_stats"]
+        assert sum(b["batch_size"] * b["compute_infer"]["count"] for b in batches) == 3
+        assert stats["execution_count"] == sum(b["compute_infer"]["count"] for b in batches)
+        assert stats["last_inference"] > 0
+        assert (await client.get("/v2/models/nope/stats")).status_code == 404
+        assert (await client.get(f"/v2/models/{MODEL}/versions/2/stats")).status_code == 404

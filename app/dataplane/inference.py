@@ -36,7 +36,7 @@ PLATFORM = "onnxruntime_onnx"
 LABEL_FILE = "labels.txt"
 # What `GET /v2` announces. Also served: POST /v2/repository/index (the read-only part of
 # the model repository extension; loading and unloading are not offered).
-EXTENSIONS = ("binary_tensor_data", "classification", "model_configuration")
+EXTENSIONS = ("binary_tensor_data", "classification", "model_configuration", "statistics")
 
 
 def model_metadata(
@@ -113,6 +113,43 @@ def repository_index(
                 {"name": p.name, "version": str(p.version), "state": state, "reason": reason}
             )
     return index
+
+
+def model_statistics(pipelines: Sequence[Pipeline]) -> dict[str, Any]:
+    """Triton's statistics extension: each model version's figures since start-up."""
+    entries = []
+    for pipeline in pipelines:
+        stats = pipeline.statistics
+        entries.append(
+            {
+                "name": pipeline.name,
+                "version": str(pipeline.version),
+                "last_inference": stats.last_inference_ms,
+                "inference_count": stats.success.count,
+                "execution_count": stats.execution_count,
+                "inference_stats": {
+                    "success": stats.success.as_dict(),
+                    "fail": stats.fail.as_dict(),
+                    "queue": stats.queue.as_dict(),
+                    "compute_input": stats.compute_input.as_dict(),
+                    "compute_infer": stats.compute_infer.as_dict(),
+                    "compute_output": stats.compute_output.as_dict(),
+                    "cache_hit": {"count": 0, "ns": 0},
+                    "cache_miss": {"count": 0, "ns": 0},
+                },
+                "batch_stats": [
+                    {
+                        "batch_size": size,
+                        "compute_input": durations.compute_input.as_dict(),
+                        "compute_infer": durations.compute_infer.as_dict(),
+                        "compute_output": durations.compute_output.as_dict(),
+                    }
+                    for size, durations in sorted(stats.batches.items())
+                ],
+                "memory_usage": [],
+            }
+        )
+    return {"model_stats": entries}
 
 
 def _expected(pipeline: Pipeline) -> str:

@@ -71,6 +71,36 @@ async def ready(dataplane: DataPlaneDep) -> dict[str, bool]:
 
 
 @router.get(
+    "/models/stats",
+    summary="Every model version's statistics (Triton's statistics extension)",
+    dependencies=[Depends(require_ops_key)],
+    responses=_errors(401, 503),
+)
+@router.get(
+    "/models/{name}/stats",
+    summary="A model's statistics, every version",
+    dependencies=[Depends(require_ops_key)],
+    responses=_errors(401, 404, 503),
+)
+@router.get(
+    "/models/{name}/versions/{version}/stats",
+    summary="A model version's statistics",
+    dependencies=[Depends(require_ops_key)],
+    responses=_errors(401, 404, 503),
+)
+async def model_statistics(
+    dataplane: DataPlaneDep, name: ModelName | None = None, version: Version | None = None
+) -> dict[str, Any]:
+    if name is None:
+        return inference.model_statistics(list(dataplane.models()))
+    pipeline = dataplane.find(name, version)
+    if version is not None:
+        return inference.model_statistics([pipeline])
+    models = dataplane.models()
+    return inference.model_statistics([models.find(name, v) for v in models.versions(name)])
+
+
+@router.get(
     "/models/{name}",
     summary="Model metadata",
     dependencies=[Depends(require_ops_key)],
