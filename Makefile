@@ -59,15 +59,17 @@ typecheck: install-dev
 	$(BIN)/mypy
 
 # Prometheus, Chromium and HAProxy (Debian packages) back the integration, browser and
-# replicas tests, the npm validators the Kubernetes manifest tests, and .venv-kserve
-# (KServe's SDK, kept apart: it pins older protobuf) the KServe client test; outside CI
-# those tests skip when they cannot be installed.
+# replicas tests, the npm validators the Kubernetes manifest tests, .venv-kserve (KServe's
+# SDK, kept apart: it pins older protobuf) the KServe client test, and .perf-analyzer
+# (Triton's perf_analyzer with Debian 13's glibc beside it) the perf_analyzer test; outside
+# CI those tests skip when they cannot be installed.
 pytest: install-dev
 	@scripts/install-prometheus.sh || [ -z "$$CI" ]
 	@scripts/install-chromium.sh || [ -z "$$CI" ]
 	@scripts/install-haproxy.sh || [ -z "$$CI" ]
 	@scripts/install-kubernetes-tools.sh || [ -z "$$CI" ]
 	@PYTHON=$(PYTHON) scripts/install-kserve-client.sh || [ -z "$$CI" ]
+	@PYTHON=$(BIN)/python bench/perf_analyzer/install.sh >/dev/null || [ -z "$$CI" ]
 	$(BIN)/python -m pytest
 
 # The CPU image built and run with podman on a locally bootstrapped Debian base, with
@@ -79,4 +81,4 @@ containers: install-dev
 test: lint typecheck pytest containers
 
 clean:
-	rm -rf $(VENV) .venv-kserve .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .venv-kserve .perf-analyzer .mypy_cache .ruff_cache .pytest_cache
