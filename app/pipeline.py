@@ -146,13 +146,14 @@ class Pipeline:
             jpeg_draft=settings.jpeg_draft,
             warnings=tuple(self.warnings),
         )
+        about = self.description
         metrics.model_info.labels(
-            name,
-            str(version),
-            spec.arch or "",
-            spec.weights,
-            engine.precision,
-            ",".join(engine.providers),
+            about.name,
+            str(about.version),
+            about.arch or "",
+            about.weights,
+            about.precision,
+            ",".join(about.providers),
         ).set(1)
 
     def describe(self) -> ModelDescription:

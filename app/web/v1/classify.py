@@ -67,7 +67,7 @@ TopK = Annotated[
 ]
 ModelName = Annotated[
     str | None,
-    Query(max_length=64, description="Model to use (GET /models); default: the default model."),
+    Query(description="Model to use (GET /models); default: the default model."),
 ]
 ModelVersion = Annotated[
     int | None, Query(ge=1, description="Version of the model; default: its latest.")

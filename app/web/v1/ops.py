@@ -97,7 +97,7 @@ async def models(dataplane: DataPlaneDep) -> ModelList:
     )
 
 
-ModelName = Annotated[str, Path(max_length=64)]
+ModelName = Annotated[str, Path(description="A served model (GET /models).")]
 
 
 @router.get(
@@ -108,7 +108,7 @@ ModelName = Annotated[str, Path(max_length=64)]
     responses=_MODEL_ERRORS,
 )
 async def model_by_name(dataplane: DataPlaneDep, name: ModelName) -> ModelInfo:
-    return _info(dataplane, dataplane.models().find(name))
+    return _info(dataplane, dataplane.find(name))
 
 
 @router.get(
@@ -121,7 +121,7 @@ async def model_by_name(dataplane: DataPlaneDep, name: ModelName) -> ModelInfo:
 async def model_version(
     dataplane: DataPlaneDep, name: ModelName, version: Annotated[int, Path(ge=1)]
 ) -> ModelInfo:
-    return _info(dataplane, dataplane.models().find(name, version))
+    return _info(dataplane, dataplane.find(name, version))
 
 
 @router.get(

@@ -41,7 +41,6 @@ from app.errors import MalformedRequest, PayloadTooLarge, UnsupportedMediaType
 from app.names import parse_count
 from app.web.v2.rest_schema import Header, Input, problems
 
-HEADER_LENGTH = "inference-header-content-length"
 OFF_LOOP_BYTES = 256 * 1024  # JSON this large (or any compressed body) is parsed off the loop
 INFLATE_CHUNK_BYTES = 1024 * 1024
 Hold = Callable[[int], None]  # takes bytes from the upload budget (or refuses them)

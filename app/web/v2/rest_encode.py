@@ -14,8 +14,7 @@ from typing import Any
 import pydantic_core
 
 from app.dataplane.oip import InferenceResponse, OutputTensor
-
-HEADER_LENGTH = "inference-header-content-length"
+from app.web.v2.rest_schema import HEADER_LENGTH
 
 
 def _binary(output: OutputTensor) -> bytes:

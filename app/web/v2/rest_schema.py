@@ -13,6 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.dataplane.oip import MAX_DIMS
 
+# Triton's binary tensor data extension: the size of the JSON part of a body.
+HEADER_LENGTH = "inference-header-content-length"
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)

@@ -1,9 +1,9 @@
 """Open Inference Protocol (v2) HTTP/REST routes: parse -> pick a pipeline -> await -> render.
 
 Paths, health semantics and bodies follow KServe's v2 protocol (HTTP/REST section; see
-app/protocol_v2/__init__.py for the documents); `GET .../config` answers in Triton's
+app/web/v2/__init__.py for the documents); `GET .../config` answers in Triton's
 model configuration JSON and `POST /v2/repository/index` as Triton's repository index.
-Errors are `{"error": "<code>: <message>"}` (rendered once, in app/http_errors.py).
+Errors are `{"error": "<code>: <message>"}` (rendered once, in app/web/errors.py).
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from app.web.auth import require_api_key, require_ops_key
 from app.web.deps import client_gone, get_dataplane
 from app.web.errors import request_id
 from app.web.middleware import declare_body_limit
-from app.web.v2.rest_decode import HEADER_LENGTH, decode_request_off_loop
+from app.web.v2.rest_decode import decode_request_off_loop
 from app.web.v2.rest_encode import encode_response
+from app.web.v2.rest_schema import HEADER_LENGTH
 
 SERVER_NAME = "densenet-serve"
 router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
