@@ -1,12 +1,5 @@
-"""`python -m app`: load the models (failing fast), then serve with a graceful drain
-(app/web/server.py).
-
-Signals: the first SIGTERM or SIGINT drains (readiness 503, new work 503, accepted work
-finishes within DENSENET_SHUTDOWN_GRACE_S); repeated SIGTERMs, as process managers and
-shells send them, change nothing; a second SIGINT (Ctrl-C twice) stops at once, answering
-whatever is still in progress with 503 shutting_down. The process exits within the grace
-period plus 2 s, whatever the model is doing.
-"""
+"""`python -m app`: load the models (failing fast), then serve with a graceful drain; the
+signals and the bounded exit are described in app/web/server.py."""
 
 from __future__ import annotations
 

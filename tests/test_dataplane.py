@@ -88,4 +88,5 @@ async def test_run_gives_up_when_the_client_goes_or_the_service_stops(
 async def test_decode_limits_follow_the_model_and_the_settings(dataplane: DataPlane) -> None:
     limits = dataplane.decode_limits(dataplane.find())
     assert limits.body_bytes == dataplane.settings.max_v2_body_bytes
-    assert limits.json_values == 8 * 3 * 224 * 224 + 4096
+    batch = 8 * 3 * 224 * 224
+    assert limits.json_values == batch + batch // 224 + 8 * 4 + 1 + 4096

@@ -9,6 +9,7 @@ import base64
 import gzip
 import json
 import struct
+import time
 import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,12 +20,15 @@ import numpy as np
 import pytest
 
 from app.dataplane.inference import top_k_strings
+from app.dataplane.oip import DecodeLimits
 from app.engine import Engine
+from app.web.v2.rest_decode import decode_request
 from tests import images
 from tests.conftest import load_engine, serve, settings_for, wait_until
 from tests.engines import ControlledEngine
 
 MODEL = "densenet-tiny"
+JSON_TYPE = "application/json"
 INFER = f"/v2/models/{MODEL}/infer"
 JPEG = images.jpeg()
 
@@ -459,3 +463,21 @@ async def test_statistics_extension_counts_inferences_and_batches(tiny_model: Pa
         assert stats["last_inference"] > 0
         assert (await client.get("/v2/models/nope/stats")).status_code == 404
         assert (await client.get(f"/v2/models/{MODEL}/versions/2/stats")).status_code == 404
+
+
+async def test_the_request_deadline_covers_decoding(tiny_model: Path) -> None:
+    """v2 bodies used to be decoded before the deadline started. A JSON batch whose decoding
+    alone takes longer than the deadline is answered 504 and never reaches the model (the
+    parse holds the GIL, so the answer cannot come before the parse ends: what shows the
+    deadline covered it is that no batch ran)."""
+    x = tensor(8)
+    body = json.dumps({"inputs": [fp32_input(x, binary=False)]}).encode()
+    limits = DecodeLimits.for_model(64 * 1024 * 1024, max_batch_size=8, crop_size=224)
+    started = time.perf_counter()
+    decode_request(body, None, "", limits)
+    decoding_s = time.perf_counter() - started
+    settings = settings_for(tiny_model, request_timeout_s=decoding_s / 4)
+    async with serve(settings) as (app, client):
+        answer = await client.post(INFER, content=body, headers={"content-type": JSON_TYPE})
+        assert_v2_error(answer, 504, "timeout")
+        assert app.state.dataplane.find().statistics.execution_count == 0

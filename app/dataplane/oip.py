@@ -48,11 +48,14 @@ class DecodeLimits:
 
     @classmethod
     def for_model(cls, body_bytes: int, max_batch_size: int, crop_size: int) -> DecodeLimits:
-        """A JSON part holds at most one full batch of the model's tensor, or the BYTES
-        elements, and its structure: so parsed Python objects stay within about 60 bytes
-        a value times this, whatever the body inflates to."""
+        """A JSON part holds at most one full batch of the model's tensor (nested, one list
+        per row of its last dimension), or the BYTES elements, and its structure: so parsed
+        Python objects stay within about 60 bytes a value times this, whatever the body
+        inflates to."""
         tensor_values = max_batch_size * 3 * crop_size * crop_size
-        return cls(body_bytes, max(tensor_values, MAX_BYTES_ELEMENTS) + JSON_STRUCTURE_VALUES)
+        nested_lists = tensor_values // crop_size + max_batch_size * 4 + 1
+        values = max(tensor_values + nested_lists, MAX_BYTES_ELEMENTS)
+        return cls(body_bytes, values + JSON_STRUCTURE_VALUES)
 
 
 @dataclass(frozen=True)
