@@ -295,7 +295,6 @@ class Pipeline:
         # Counted on the pool's work item, not the awaiting task: a cancelled request's
         # decode still occupies a thread (and its upload) until it finishes. One lane per
         # model name, so that its versions together get one share of the threads.
-        self._preprocessing += 1
         decoded = self._pool.submit(
             self.name,
             preprocess,
@@ -305,6 +304,7 @@ class Pipeline:
             settings.jpeg_draft,
             on_done=self._decoded,
         )
+        self._preprocessing += 1  # after submit: a refused item never leaves the pool
         return await decoded
 
     def _decoded(self) -> None:

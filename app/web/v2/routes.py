@@ -71,34 +71,42 @@ async def ready(dataplane: DataPlaneDep) -> dict[str, bool]:
     return {"ready": True}
 
 
+_OPS = [Depends(require_ops_key)]
+
+
 @router.get(
     "/models/stats",
-    summary="Every model version's statistics (Triton's statistics extension)",
-    dependencies=[Depends(require_ops_key)],
+    summary="Every model version's statistics",
+    dependencies=_OPS,
     responses=_errors(401, 503),
 )
+async def statistics(dataplane: DataPlaneDep) -> dict[str, Any]:
+    """Triton's statistics extension, for every served model version."""
+    return inference.model_statistics(list(dataplane.models()))
+
+
 @router.get(
     "/models/{name}/stats",
     summary="A model's statistics, every version",
-    dependencies=[Depends(require_ops_key)],
+    dependencies=_OPS,
     responses=_errors(401, 404, 503),
 )
+async def model_statistics(dataplane: DataPlaneDep, name: ModelName) -> dict[str, Any]:
+    latest = dataplane.find(name)
+    models = dataplane.models()
+    return inference.model_statistics([models.find(name, v) for v in models.versions(latest.name)])
+
+
 @router.get(
     "/models/{name}/versions/{version}/stats",
     summary="A model version's statistics",
-    dependencies=[Depends(require_ops_key)],
+    dependencies=_OPS,
     responses=_errors(401, 404, 503),
 )
-async def model_statistics(
-    dataplane: DataPlaneDep, name: ModelName | None = None, version: Version | None = None
+async def version_statistics(
+    dataplane: DataPlaneDep, name: ModelName, version: Version
 ) -> dict[str, Any]:
-    if name is None:
-        return inference.model_statistics(list(dataplane.models()))
-    pipeline = dataplane.find(name, version)
-    if version is not None:
-        return inference.model_statistics([pipeline])
-    models = dataplane.models()
-    return inference.model_statistics([models.find(name, v) for v in models.versions(name)])
+    return inference.model_statistics([dataplane.find(name, version)])
 
 
 @router.get(
