@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from app.config import Settings
+from app.engine import Engine
 from app.model_spec import Recipe
 
 GPU_PROVIDERS = ("CUDA", "Tensorrt")
@@ -42,3 +44,36 @@ class ModelDescription:
     @property
     def on_gpu(self) -> bool:
         return any(p.startswith(GPU_PROVIDERS) for p in self.providers)
+
+    @classmethod
+    def of(
+        cls,
+        name: str,
+        version: int,
+        engine: Engine,
+        settings: Settings,
+        max_batch_size: int,
+        warnings: list[str],
+    ) -> ModelDescription:
+        """A loaded model version as its engine, its file and the settings make it."""
+        spec = engine.spec
+        return cls(
+            name=name,
+            version=version,
+            arch=spec.arch,
+            weights=spec.weights,
+            weights_source=spec.weights_source,
+            precision=engine.precision,
+            stored_precision=spec.precision,
+            runtime=engine.runtime,
+            providers=tuple(engine.providers),
+            input_name=spec.input_name,
+            output_name=spec.output_name,
+            recipe=spec.recipe,
+            labels=tuple(spec.labels),
+            max_batch_size=max_batch_size,
+            max_batch_delay_ms=settings.max_batch_delay_ms,
+            max_queue_size=settings.max_queue_size,
+            jpeg_draft=settings.jpeg_draft,
+            warnings=tuple(warnings),
+        )

@@ -13,7 +13,6 @@ import io
 import logging
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
@@ -35,6 +34,7 @@ from app.errors import (
 from app.fair_pool import FairPool
 from app.metrics import Metrics
 from app.postprocess import softmax, top_k
+from app.predictions import Classified, Inferred, Prediction
 from app.preprocess import preprocess
 from app.statistics import ModelStatistics
 
@@ -44,33 +44,6 @@ RANDOM_WEIGHTS_WARNING = (
     "the model has random, untrained weights: its predictions are meaningless "
     "(export it with --weights imagenet)"
 )
-
-
-@dataclass(frozen=True)
-class Prediction:
-    class_index: int
-    label: str
-    probability: float
-
-
-@dataclass(frozen=True)
-class Inferred:
-    """One input's row of its batch's output, with where its time went."""
-
-    output: NDArray[np.float32]
-    queue_s: float
-    preprocess_s: float
-    inference_s: float
-
-
-@dataclass(frozen=True)
-class Classified:
-    """One image's answer, with where its time went."""
-
-    predictions: list[Prediction]
-    queue_s: float
-    preprocess_s: float
-    inference_s: float
 
 
 class QueueShare:
@@ -125,26 +98,8 @@ class Pipeline:
         self._metrics.queue_limit.set(settings.max_queue_size)
         self._metrics.admitted_images.set_function(lambda: self.admitted)
         self._metrics.ready.set_function(lambda: 1 if self.ready else 0)
-        spec = self.spec
-        self.description = ModelDescription(
-            name=name,
-            version=version,
-            arch=spec.arch,
-            weights=spec.weights,
-            weights_source=spec.weights_source,
-            precision=engine.precision,
-            stored_precision=spec.precision,
-            runtime=engine.runtime,
-            providers=tuple(engine.providers),
-            input_name=spec.input_name,
-            output_name=spec.output_name,
-            recipe=spec.recipe,
-            labels=tuple(spec.labels),
-            max_batch_size=self.max_batch_size,
-            max_batch_delay_ms=settings.max_batch_delay_ms,
-            max_queue_size=settings.max_queue_size,
-            jpeg_draft=settings.jpeg_draft,
-            warnings=tuple(self.warnings),
+        self.description = ModelDescription.of(
+            name, version, engine, settings, self.max_batch_size, self.warnings
         )
         about = self.description
         metrics.model_info.labels(

@@ -28,8 +28,9 @@ from app.dataplane.oip import (
 )
 from app.description import ModelDescription
 from app.errors import InvalidParameter, ServiceError
-from app.pipeline import Inferred, Pipeline
+from app.pipeline import Pipeline
 from app.postprocess import top_k
+from app.predictions import Inferred
 
 IMAGE_INPUT = "image"
 PLATFORM = "onnxruntime_onnx"

@@ -11,7 +11,8 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from app.dataplane import DataPlane
 from app.errors import InternalError, ServiceError
-from app.pipeline import Classified, Pipeline
+from app.pipeline import Pipeline
+from app.predictions import Classified
 from app.web.auth import require_api_key
 from app.web.deps import client_gone, get_dataplane
 from app.web.errors import count, error_body, request_id
