@@ -135,12 +135,7 @@ class DynamicBatcher:
         self.crashed = True
         error = None if worker.cancelled() else worker.exception()
         log.error("the batch worker stopped unexpectedly; this model cannot serve", exc_info=error)
-        failure = InferenceFailed("the model's batch worker stopped; see the server log")
-        for item in [*self._pending, *self._running]:
-            if not item.future.done():
-                item.future.set_exception(failure)
-        self._pending.clear()
-        self._changed()
+        self._fail_waiting(InferenceFailed("the model's batch worker stopped; see the server log"))
 
     async def submit(
         self, tensor: NDArray[np.float32], request_id: str | None = None
@@ -179,6 +174,9 @@ class DynamicBatcher:
     def abort(self, error: ServiceError) -> None:
         """Fail every queued and running input with `error` now (a forced stop)."""
         self._closing = True
+        self._fail_waiting(error)
+
+    def _fail_waiting(self, error: ServiceError) -> None:
         for item in [*self._pending, *self._running]:
             if not item.future.done():
                 item.future.set_exception(error)

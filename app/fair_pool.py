@@ -39,9 +39,7 @@ class FairPool:
             threads, thread_name_prefix=thread_name_prefix
         )
         self._lanes: OrderedDict[str, deque[_Job[Any]]] = OrderedDict()
-        self._busy = 0  # threads given work, as the loop counts them
-        self._running: set[concurrent.futures.Future[Any]] = set()  # as the threads do
-        self._waiting = 0
+        self._running: set[concurrent.futures.Future[Any]] = set()  # items on a thread now
         self._closed = False
 
     @property
@@ -52,7 +50,7 @@ class FairPool:
     @property
     def waiting(self) -> int:
         """Items queued in every lane, not yet on a thread."""
-        return self._waiting
+        return sum(len(jobs) for jobs in self._lanes.values())
 
     def submit(
         self,
@@ -72,27 +70,27 @@ class FairPool:
             self._lanes[lane] = deque()
             self._lanes.move_to_end(lane, last=False)
         self._lanes[lane].append(_Job(work, args, future, on_done))
-        self._waiting += 1
         self._dispatch()
         return future
 
-    def _next(self) -> _Job[Any]:
-        """The oldest item of the lane served least recently. Lanes stay when they empty
-        (there is one per model name), so a lane that was just served goes last even if
-        its next item arrives later than another lane's."""
-        lane, jobs = next((lane, jobs) for lane, jobs in self._lanes.items() if jobs)
-        self._lanes.move_to_end(lane)
-        self._waiting -= 1
-        return jobs.popleft()
+    def _next(self) -> _Job[Any] | None:
+        """The oldest item of the lane served least recently, if any. Lanes stay when they
+        empty (there is one per model name), so a lane that was just served goes last even
+        if its next item arrives later than another lane's."""
+        for lane, jobs in self._lanes.items():
+            if jobs:
+                self._lanes.move_to_end(lane)
+                return jobs.popleft()
+        return None
 
     def _dispatch(self) -> None:
         loop = asyncio.get_running_loop()
-        while self._busy < self.threads and self._waiting:
-            job = self._next()
+        # An item leaves `_running` on its thread before `_finished` runs on the loop: the
+        # thread is free from then on.
+        while len(self._running) < self.threads and (job := self._next()) is not None:
             if job.future.cancelled():  # its caller gave up while it waited: never run
                 job.on_done()
                 continue
-            self._busy += 1
             running = self._executor.submit(job.work, *job.args)
             self._running.add(running)
             running.add_done_callback(self._running.discard)
@@ -109,7 +107,6 @@ class FairPool:
             loop.call_soon_threadsafe(self._finished, job, ran)
 
     def _finished(self, job: _Job[Any], ran: concurrent.futures.Future[Any]) -> None:
-        self._busy -= 1
         job.on_done()
         if not job.future.done():
             if ran.cancelled():
@@ -130,5 +127,4 @@ class FairPool:
                     job.future.set_exception(ShuttingDown("the service is shutting down"))
                 job.on_done()
         self._lanes.clear()
-        self._waiting = 0
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -18,6 +18,9 @@ _NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MAX_NAME_LENGTH - 1}}}", re.
 _COUNT = re.compile(r"[0-9]{1,18}", re.ASCII)
 
 
+NAME_RULE = "letters, digits and '_.-', at most 64, starting with a letter or digit"
+
+
 def is_model_name(text: str) -> bool:
     """A name a model directory may have: a letter or digit, then letters, digits, '_.-'."""
     return _NAME.fullmatch(text) is not None

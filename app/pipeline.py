@@ -98,10 +98,10 @@ class Pipeline:
         self._metrics.queue_limit.set(settings.max_queue_size)
         self._metrics.admitted_images.set_function(lambda: self.admitted)
         self._metrics.ready.set_function(lambda: 1 if self.ready else 0)
-        self.description = ModelDescription.of(
+        self._description = ModelDescription.of(
             name, version, engine, settings, self.max_batch_size, self.warnings
         )
-        about = self.description
+        about = self._description
         metrics.model_info.labels(
             about.name,
             str(about.version),
@@ -113,7 +113,7 @@ class Pipeline:
 
     def describe(self) -> ModelDescription:
         """What this model version is (fixed once loaded)."""
-        return self.description
+        return self._description
 
     @property
     def admitted(self) -> int:
@@ -195,8 +195,7 @@ class Pipeline:
         self, tensor: NDArray[np.float32], request_id: str | None = None
     ) -> Inferred:
         """The model's output row for one input tensor [3, H, W], sent as it is."""
-        self._admit()
-        return await self._counted(self._infer_tensor(tensor, request_id))
+        return await self._counted(self._infer_tensor(tensor, request_id, admit=True))
 
     async def _counted(self, work: Awaitable[Inferred]) -> Inferred:
         """`work`, recorded in the statistics (a request abandoned by its client is not)."""
@@ -220,10 +219,14 @@ class Pipeline:
         tensor = await self._preprocess(data)
         preprocess_s = time.perf_counter() - started
         self._metrics.preprocess_seconds.observe(preprocess_s)
-        inferred = await self._infer_tensor(tensor, request_id)
+        inferred = await self._infer_tensor(tensor, request_id, admit=False)
         return dataclasses.replace(inferred, preprocess_s=preprocess_s)
 
-    async def _infer_tensor(self, tensor: NDArray[np.float32], request_id: str | None) -> Inferred:
+    async def _infer_tensor(
+        self, tensor: NDArray[np.float32], request_id: str | None, admit: bool
+    ) -> Inferred:
+        if admit:  # an image was admitted before its decoding
+            self._admit()
         result = await self.batcher.submit(tensor, request_id)
         if not np.isfinite(result.output).all():
             raise NonFiniteOutput(

@@ -19,7 +19,7 @@ from app.engine import Engine, open_engine
 from app.errors import ModelLoadError, ModelNotFound, ServiceError
 from app.fair_pool import FairPool
 from app.metrics import Metrics
-from app.names import is_model_name, parse_version
+from app.names import NAME_RULE, is_model_name, parse_version
 from app.pipeline import Pipeline, QueueShare
 from app.precision import Hardware, choose, detect_hardware
 
@@ -73,7 +73,7 @@ def discover(repository: Path) -> list[tuple[str, int, Path]]:
         if not is_model_name(model_dir.name):
             raise ModelLoadError(
                 f"{repository}: directory {model_dir.name!r:.80} is not a valid model name "
-                "(letters, digits, '_.-', at most 64, starting with a letter or digit)"
+                f"({NAME_RULE})"
             )
         found.extend((model_dir.name, v, path) for v, path in _versions(model_dir))
     if not found:
@@ -108,7 +108,7 @@ def load_models(settings: Settings, loader: EngineLoader | None = None) -> list[
         if not is_model_name(engine.spec.name):
             raise ModelLoadError(
                 f"{settings.model_path}: its model name {engine.spec.name!r:.80} (metadata "
-                "'arch', else the file name) is not valid: letters, digits, '_.-', at most 64"
+                f"'arch', else the file name) is not valid ({NAME_RULE})"
             )
         return [LoadedModel(engine.spec.name, 1, settings.model_path, engine)]
     if "model_path" in settings.model_fields_set:

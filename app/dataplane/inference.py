@@ -1,7 +1,7 @@
 """Requests of the Open Inference Protocol -> pipeline calls -> responses; model descriptions.
 
 Transport-free: the REST routes (and a gRPC front, if one is added) decode a request into
-`tensors.InferenceRequest`, call `infer`, and encode what it returns. Two inputs are
+`oip.InferenceRequest`, call `infer`, and encode what it returns. Two inputs are
 accepted: the model's own tensor (FP32 [N,3,H,W], sent to the model as it is) and `image`
 (BYTES [N] or [N,1], each element an encoded image, preprocessed as /classify does). Each
 row goes through the model's own dynamic batcher, so v2 and /classify requests share

@@ -49,6 +49,11 @@ _INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+def _lists_image(dataplane: DataPlane) -> bool:
+    """Whether metadata and configuration list the `image` input beside the tensor."""
+    return dataplane.settings.v2_metadata_inputs == "both"
+
+
 @router.get("", summary="Server metadata", responses=_errors(503))
 async def server_metadata(request: Request) -> dict[str, Any]:
     return {
@@ -126,8 +131,7 @@ async def model_metadata(
 ) -> dict[str, Any]:
     pipeline = dataplane.find(name, version)
     versions = [pipeline.version] if version else dataplane.models().versions(pipeline.name)
-    with_image = dataplane.settings.v2_metadata_inputs == "both"
-    return inference.model_metadata(pipeline.describe(), versions, with_image)
+    return inference.model_metadata(pipeline.describe(), versions, _lists_image(dataplane))
 
 
 @router.get(
@@ -160,8 +164,7 @@ async def model_ready(
 async def model_config(
     dataplane: DataPlaneDep, name: ModelName, version: Version | None = None
 ) -> dict[str, Any]:
-    with_image = dataplane.settings.v2_metadata_inputs == "both"
-    return inference.model_config(dataplane.find(name, version).describe(), with_image)
+    return inference.model_config(dataplane.find(name, version).describe(), _lists_image(dataplane))
 
 
 @router.post(
