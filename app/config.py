@@ -160,6 +160,28 @@ class Settings(BaseSettings):
         description="On SIGTERM, how long accepted requests may take to finish; the process "
         "exits within this plus 2 s whatever the model does.",
     )
+    grpc_port: int = Field(
+        8001,
+        ge=0,
+        le=65535,
+        description="TCP port of the gRPC front (Open Inference Protocol, Triton's "
+        "GRPCInferenceService, and grpc.health.v1), on the same host; 0 turns it off.",
+    )
+    grpc_max_concurrent_rpcs: int = Field(
+        64,
+        ge=1,
+        description="gRPC calls in progress at once (the default matches the default "
+        "max_queue_size: single-image calls beyond it would be refused overloaded anyway); "
+        "beyond it gRPC itself answers RESOURCE_EXHAUSTED.",
+    )
+    grpc_max_message_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1024,
+        description="Largest gRPC request message (capped at max_v2_body_bytes); gRPC "
+        "receives a whole message before the service sees it, so calls being received hold "
+        "at most this times grpc_max_concurrent_rpcs. Once received, a message is held in "
+        "the upload budget (max_inflight_upload_bytes) with the HTTP bodies.",
+    )
     limit_concurrency: int = Field(
         1000,
         ge=1,

@@ -110,6 +110,12 @@ class Timeout(ServiceError):
     status, code = 504, "timeout"
 
 
+class NotOffered(ServiceError):
+    """A call of a protocol this server does not offer (gRPC streaming, shared memory)."""
+
+    status, code = 501, "not_offered"
+
+
 class InferenceFailed(ServiceError):
     status, code = 500, "inference_failed"
 

@@ -34,7 +34,8 @@ class Metrics:
     """Every metric the service exposes; names are the operators' contract (dashboards).
 
     Labels come from closed sets only: routes are route templates (or `unmatched`),
-    methods are the HTTP methods the API uses (or `other`), models and versions are the
+    methods are the HTTP methods the API uses (or `other`) or the gRPC front's methods,
+    gRPC codes are gRPC's status code names, models and versions are the
     ones loaded at start-up, error codes are the service's own.
     """
 
@@ -52,6 +53,19 @@ class Metrics:
             "classifier_http_request_duration_seconds",
             "HTTP request latency by route.",
             ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.grpc_requests = Counter(
+            "classifier_grpc_requests",
+            "gRPC calls by method and status code.",
+            ["method", "code"],
+            registry=r,
+        )
+        self.grpc_request_seconds = Histogram(
+            "classifier_grpc_request_duration_seconds",
+            "gRPC call latency by method.",
+            ["method"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )

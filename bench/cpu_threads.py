@@ -59,6 +59,7 @@ def measure(args: argparse.Namespace, photos: Path, log: Path) -> dict[str, obje
         "DENSENET_MODEL_PATH": str(args.model),
         "DENSENET_PRECISION": args.precision,
         "DENSENET_PORT": str(port),
+        "DENSENET_GRPC_PORT": "0",  # HTTP only: no second port to collide
         "DENSENET_LOG_LEVEL": "warning",
     }
     server = servers.start(["-m", "app"], env, port, log, 300.0)

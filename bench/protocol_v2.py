@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "DENSENET_MODEL_PATH": str(model),
         "DENSENET_HOST": "127.0.0.1",
         "DENSENET_PORT": str(port),
+        "DENSENET_GRPC_PORT": "0",  # HTTP only: no second port to collide
         "DENSENET_LOG_LEVEL": "warning",
     }
     server = servers.start(["-m", "app"], env, port, workdir / "server.log", 300.0)

@@ -96,6 +96,7 @@ def start(repository: Path, plan: RepoPlan, log: Path) -> servers.Server:
         "DENSENET_DEFAULT_MODEL": plan.reference,
         "DENSENET_HOST": "127.0.0.1",
         "DENSENET_PORT": str(port),
+        "DENSENET_GRPC_PORT": "0",  # HTTP only: no second port to collide
         "DENSENET_LOG_LEVEL": "warning",
     }
     return servers.start(["-m", "app"], env, port, log, plan.ready_timeout_s)

@@ -184,6 +184,7 @@ def start_server(
         **model_env(plan, model),
         "DENSENET_HOST": "127.0.0.1",
         "DENSENET_PORT": str(port),
+        "DENSENET_GRPC_PORT": "0",  # HTTP only: no second port to collide
         "DENSENET_LOG_LEVEL": "warning",
         **mode.env,
     }

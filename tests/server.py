@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -31,6 +32,8 @@ class Server(subprocess.Popen[str]):
             **kwargs,  # type: ignore[arg-type]
         )
         self.lines: list[str] = []
+        port = env.get("DENSENET_GRPC_PORT", "0")
+        self.grpc_address = f"127.0.0.1:{port}" if port != "0" else None
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -48,10 +51,18 @@ class Server(subprocess.Popen[str]):
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free loopback ports (each held until all are chosen)."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            s = stack.enter_context(socket.socket())
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+        return ports
 
 
 APP = ["-m", "app"]
@@ -65,10 +76,11 @@ def start(
 ) -> tuple[Server, str]:
     """`python -m app` serving `model` (None: the settings name a model repository);
     `python_args` replace `-m app` (a wrapper that runs the app's module in the end)."""
-    port = free_port()
+    port, grpc_port = free_ports(2)
     env = {
         **os.environ,
         "DENSENET_PORT": str(port),
+        "DENSENET_GRPC_PORT": str(grpc_port),
         "DENSENET_HOST": "127.0.0.1",
         "DENSENET_INTRA_OP_THREADS": "1",
         "DENSENET_PREPROCESS_THREADS": "1",

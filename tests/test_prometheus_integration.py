@@ -103,6 +103,7 @@ def service(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "DENSENET_MODEL_PATH": str(tiny_model),
         "DENSENET_HOST": "127.0.0.1",
         "DENSENET_PORT": str(port),
+        "DENSENET_GRPC_PORT": "0",  # HTTP only: no second port to collide
         "DENSENET_INTRA_OP_THREADS": "1",
         "DENSENET_PREPROCESS_THREADS": "2",
         "DENSENET_SHUTDOWN_GRACE_S": str(SHUTDOWN_GRACE_S),

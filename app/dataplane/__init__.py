@@ -13,10 +13,12 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from app import __version__
 from app.budget import UploadBudget
 from app.config import Settings
+from app.dataplane import inference
 from app.dataplane.oip import DecodeLimits
 from app.draining import Drain
 from app.errors import ClientDisconnected, ModelNotFound, NotReady, ShuttingDown, Timeout
@@ -85,6 +87,46 @@ class DataPlane:
         body_bytes = self.settings.max_v2_body_bytes
         return DecodeLimits.for_model(body_bytes, about.max_batch_size, about.crop_size)
 
+    # --- what the protocol's documents say, for every front ----------------------------
+
+    def server_metadata(self) -> dict[str, Any]:
+        return {
+            "name": inference.SERVER_NAME,
+            "version": __version__,
+            "extensions": list(inference.EXTENSIONS),
+        }
+
+    @property
+    def lists_image_input(self) -> bool:
+        """Whether metadata and configuration list the `image` input beside the tensor."""
+        return self.settings.v2_metadata_inputs == "both"
+
+    def model_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
+        """A model's metadata: every version it has, or just the one named."""
+        pipeline = self.find(name, version)
+        versions = [pipeline.version] if version else self.models().versions(pipeline.name)
+        return inference.model_metadata(pipeline.describe(), versions, self.lists_image_input)
+
+    def model_config(self, name: str, version: str | None = None) -> dict[str, Any]:
+        return inference.model_config(self.find(name, version).describe(), self.lists_image_input)
+
+    def model_statistics(
+        self, name: str | None = None, version: str | None = None
+    ) -> dict[str, Any]:
+        """Statistics of every model version (no name), of one model's versions, or of one
+        version."""
+        if name is None:
+            return inference.model_statistics(list(self.models()))
+        if version is not None:
+            return inference.model_statistics([self.find(name, version)])
+        latest, models = self.find(name), self.models()
+        return inference.model_statistics(
+            [models.find(name, v) for v in models.versions(latest.name)]
+        )
+
+    def repository_index(self, ready_only: bool) -> list[dict[str, str]]:
+        return inference.repository_index(list(self.models()), ready_only, self.drain.draining)
+
     # --- running a request ---------------------------------------------------------------
 
     @contextmanager
@@ -93,10 +135,15 @@ class DataPlane:
         with self.drain.track():
             yield
 
-    async def run(self, work: Awaitable[T], client_gone: Awaitable[object]) -> T:
-        """`work` within the request deadline; abandoned when the client goes away or the
-        service is stopped outright. Everything a request costs after its body arrived
-        (decoding included) belongs inside `work`."""
+    async def run(
+        self,
+        work: Awaitable[T],
+        client_gone: Awaitable[object],
+        client_deadline_s: float | None = None,
+    ) -> T:
+        """`work` within the request deadline (or the client's own, when it is sooner);
+        abandoned when the client goes away or the service is stopped outright. Everything
+        a request costs after its body arrived (decoding included) belongs inside `work`."""
         task = asyncio.ensure_future(work)
         watchers = {
             asyncio.ensure_future(client_gone): ClientDisconnected("client closed the connection"),
@@ -105,6 +152,9 @@ class DataPlane:
             ),
         }
         timeout = self.settings.request_timeout_s
+        whose = "the request timeout"
+        if client_deadline_s is not None and client_deadline_s < timeout:
+            timeout, whose = max(0.0, client_deadline_s), "the client's deadline"
         try:
             done, _ = await asyncio.wait(
                 {task, *watchers}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
@@ -114,7 +164,7 @@ class DataPlane:
             for watcher, error in watchers.items():
                 if watcher in done:
                     raise error
-            raise Timeout(f"not answered within the request timeout ({timeout:g} s)")
+            raise Timeout(f"not answered within {whose} ({timeout:g} s)")
         finally:
             for pending in (task, *watchers):
                 pending.cancel()

@@ -32,6 +32,7 @@ from app.pipeline import Pipeline
 from app.postprocess import top_k
 from app.predictions import Inferred
 
+SERVER_NAME = "densenet-serve"
 IMAGE_INPUT = "image"
 PLATFORM = "onnxruntime_onnx"
 LABEL_FILE = "labels.txt"

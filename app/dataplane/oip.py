@@ -7,10 +7,14 @@ transport encodes. Numeric tensors are numpy arrays, BYTES tensors lists of byte
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
+
+from app.errors import MalformedRequest
 
 # The protocol's numeric datatypes and their little-endian numpy equivalents (BYTES is
 # variable-length and handled apart; BF16 has no numpy type and is not accepted).
@@ -30,11 +34,50 @@ NUMPY_TYPES: dict[str, str] = {
 }
 BYTES = "BYTES"
 MAX_DIMS = 8  # dimensions of a shape, and so nesting levels of JSON data
+MAX_TENSORS = 16  # inputs, and outputs asked for, in one request
+MAX_NAME_CHARS = 256  # a tensor's name, a request's id, the model named in its body
+MAX_VERSION_CHARS = 64
 MAX_BYTES_ELEMENTS = 1024  # per input: bounds the work a body of tiny elements can cause
 # The JSON part of a request: big tensors and images go as binary data (a full batch of
 # 224x224 FP32 tensors as JSON text stays well under this).
 MAX_JSON_BYTES = 32 * 1024 * 1024
 JSON_STRUCTURE_VALUES = 4096  # values beside the tensors' own: names, shapes, parameters
+
+
+def split_bytes(name: str, data: bytes | memoryview) -> list[bytes]:
+    """BYTES elements in their binary form (each a 4-byte little-endian length and the
+    bytes: Triton's binary tensor data over REST, raw contents over gRPC), in order. Stops
+    one element past MAX_BYTES_ELEMENTS (the caller refuses the count)."""
+    view, position = memoryview(data), 0
+    elements: list[bytes] = []
+    while position < len(view):
+        if position + 4 > len(view):
+            raise MalformedRequest(
+                f"input '{name}' element {len(elements)}: its 4-byte length runs past the end "
+                "of the input's binary data"
+            )
+        (size,) = struct.unpack_from("<I", view, position)
+        position += 4
+        if size > len(view) - position:
+            raise MalformedRequest(
+                f"input '{name}' element {len(elements)}: length {size} runs past the end of "
+                f"the input's binary data ({len(view) - position} bytes left)"
+            )
+        elements.append(bytes(view[position : position + size]))
+        position += size
+        if len(elements) > MAX_BYTES_ELEMENTS:
+            break
+    return elements
+
+
+def join_bytes(elements: Sequence[bytes]) -> bytes:
+    """BYTES elements in their binary form, as `split_bytes` reads them."""
+    return b"".join(struct.pack("<I", len(e)) + e for e in elements)
+
+
+def raw_bytes(array: NDArray[np.generic]) -> bytes:
+    """A numeric tensor's binary form: little-endian, row-major."""
+    return array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
-import uuid
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -38,10 +36,10 @@ from app.errors import (
 )
 from app.metrics import Metrics
 from app.web.errors import render
+from app.web.request_ids import request_id_from
 
 log = logging.getLogger(__name__)
 
-_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}", re.ASCII)
 _METHODS = frozenset({"GET", "POST", "HEAD", "OPTIONS"})
 DEFAULT_BODY_LIMIT = 64 * 1024
 
@@ -132,7 +130,7 @@ class RequestContextMiddleware:
             return
         started = time.perf_counter()
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = given if _CLIENT_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        request_id = request_id_from(given)
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500
         response_started = False

@@ -1,6 +1,7 @@
 """The HTTP server of `python -m app`: uvicorn with the service's signal handling and a
 bounded exit.
 
+The gRPC front (DENSENET_GRPC_PORT) runs in the same event loop and stops with it.
 Signals: the first SIGTERM or SIGINT drains (readiness 503, new work 503, accepted work
 finishes within DENSENET_SHUTDOWN_GRACE_S); repeated SIGTERMs, as process managers and
 shells send them, change nothing; a second SIGINT (Ctrl-C twice) stops at once, answering
@@ -26,6 +27,7 @@ from app.dataplane import DataPlane
 from app.errors import ShuttingDown
 from app.repository import LoadedModel
 from app.web.app import create_app
+from app.web.grpc import server as grpc_server
 
 log = logging.getLogger("app")
 
@@ -43,8 +45,24 @@ class DrainingServer(uvicorn.Server):
         dataplane.on_fatal = self.fail
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        """HTTP, and gRPC beside it in the same loop: readiness, drain and deadlines are
+        the data plane's, so both fronts load, drain and stop together."""
         self._loop = asyncio.get_running_loop()
-        await super().serve(sockets)
+        front = None
+        if self.dataplane.settings.grpc_port:
+            try:
+                front = await grpc_server.start(self.dataplane)
+            except OSError as exc:
+                log.error("%s", exc)
+                self.exit_code = 1
+                return
+        try:
+            await super().serve(sockets)
+        finally:
+            if front is not None:
+                # Drained already (the drain counts gRPC calls too): what is still open
+                # gets what is left of the grace period.
+                await front.stop(max(0.1, self.dataplane.drain.remaining_s()))
 
     def fail(self) -> None:
         """Stop at once with a non-zero exit (the app found it cannot serve)."""

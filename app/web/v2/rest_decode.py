@@ -17,7 +17,6 @@ import asyncio
 import base64
 import binascii
 import math
-import struct
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -36,6 +35,7 @@ from app.dataplane.oip import (
     InferenceRequest,
     InputTensor,
     RequestedOutput,
+    split_bytes,
 )
 from app.errors import MalformedRequest, PayloadTooLarge, UnsupportedMediaType
 from app.names import parse_count
@@ -114,29 +114,6 @@ def _bytes_json(name: str, data: Any) -> list[bytes]:
     return elements
 
 
-def _bytes_binary(name: str, view: memoryview) -> list[bytes]:
-    elements: list[bytes] = []
-    position = 0
-    while position < len(view):
-        if position + 4 > len(view):
-            raise MalformedRequest(
-                f"input '{name}' element {len(elements)}: its 4-byte length runs past the end "
-                "of the input's binary data"
-            )
-        (size,) = struct.unpack_from("<I", view, position)
-        position += 4
-        if size > len(view) - position:
-            raise MalformedRequest(
-                f"input '{name}' element {len(elements)}: length {size} runs past the end of "
-                f"the input's binary data ({len(view) - position} bytes left)"
-            )
-        elements.append(bytes(view[position : position + size]))
-        position += size
-        if len(elements) > MAX_BYTES_ELEMENTS:  # refused by the caller
-            break
-    return elements
-
-
 def _numbers_json(raw: Input, dtype: np.dtype[Any]) -> NDArray[Any]:
     try:
         array: NDArray[Any] | None = np.asarray(raw.data)
@@ -170,7 +147,7 @@ def _input(raw: Input, binary: memoryview, offset: int) -> tuple[InputTensor, in
         if size is None:
             elements = _bytes_json(name, raw.data)
         else:
-            elements = _bytes_binary(name, binary[offset : offset + size])
+            elements = split_bytes(name, binary[offset : offset + size])
         found = len(elements)
         tensor = InputTensor(name, BYTES, shape, elements=elements)
     elif raw.datatype in NUMPY_TYPES:

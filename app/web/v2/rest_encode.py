@@ -8,21 +8,19 @@ follow it as raw little-endian data, with `binary_data_size` on each and the JSO
 
 from __future__ import annotations
 
-import struct
 from typing import Any
 
 import pydantic_core
 
-from app.dataplane.oip import InferenceResponse, OutputTensor
+from app.dataplane.oip import InferenceResponse, OutputTensor, join_bytes, raw_bytes
 from app.web.v2.rest_schema import HEADER_LENGTH
 
 
 def _binary(output: OutputTensor) -> bytes:
     if output.elements is not None:
-        return b"".join(struct.pack("<I", len(e)) + e for e in output.elements)
+        return join_bytes(output.elements)
     assert output.array is not None
-    array = output.array
-    return array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+    return raw_bytes(output.array)
 
 
 def _json_data(output: OutputTensor) -> list[Any]:

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from app.dataplane.oip import MAX_DIMS
+from app.dataplane.oip import MAX_DIMS, MAX_NAME_CHARS, MAX_TENSORS, MAX_VERSION_CHARS
 
 # Triton's binary tensor data extension: the size of the JSON part of a body.
 HEADER_LENGTH = "inference-header-content-length"
@@ -35,7 +35,7 @@ class RequestParameters(_Strict):
 
 
 class Input(_Strict):
-    name: str = Field(max_length=256)
+    name: str = Field(max_length=MAX_NAME_CHARS)
     shape: list[int] = Field(max_length=MAX_DIMS)
     datatype: str = Field(max_length=16)
     parameters: InputParameters | None = None
@@ -43,17 +43,17 @@ class Input(_Strict):
 
 
 class Output(_Strict):
-    name: str = Field(max_length=256)
+    name: str = Field(max_length=MAX_NAME_CHARS)
     parameters: OutputParameters | None = None
 
 
 class Header(_Strict):
-    id: str | None = Field(None, max_length=256)
-    model_name: str | None = Field(None, max_length=256)
-    model_version: str | None = Field(None, max_length=64)
+    id: str | None = Field(None, max_length=MAX_NAME_CHARS)
+    model_name: str | None = Field(None, max_length=MAX_NAME_CHARS)
+    model_version: str | None = Field(None, max_length=MAX_VERSION_CHARS)
     parameters: RequestParameters | None = None
-    inputs: list[Input] = Field(max_length=16)
-    outputs: list[Output] | None = Field(None, max_length=16)
+    inputs: list[Input] = Field(max_length=MAX_TENSORS)
+    outputs: list[Output] | None = Field(None, max_length=MAX_TENSORS)
 
 
 def problems(exc: ValidationError) -> str:

@@ -25,7 +25,6 @@ from app.web.v2.rest_decode import decode_request_off_loop
 from app.web.v2.rest_encode import encode_response
 from app.web.v2.rest_schema import HEADER_LENGTH
 
-SERVER_NAME = "densenet-serve"
 router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
 DataPlaneDep = Annotated[DataPlane, Depends(get_dataplane)]
 ModelName = Annotated[str, Path(description="A served model (GET /v2/repository/index).")]
@@ -49,18 +48,9 @@ _INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _lists_image(dataplane: DataPlane) -> bool:
-    """Whether metadata and configuration list the `image` input beside the tensor."""
-    return dataplane.settings.v2_metadata_inputs == "both"
-
-
 @router.get("", summary="Server metadata", responses=_errors(503))
-async def server_metadata(request: Request) -> dict[str, Any]:
-    return {
-        "name": SERVER_NAME,
-        "version": request.app.version,
-        "extensions": list(inference.EXTENSIONS),
-    }
+async def server_metadata(dataplane: DataPlaneDep) -> dict[str, Any]:
+    return dataplane.server_metadata()
 
 
 @router.get("/health/live", summary="200 while the process is up")
@@ -87,7 +77,7 @@ _OPS = [Depends(require_ops_key)]
 )
 async def statistics(dataplane: DataPlaneDep) -> dict[str, Any]:
     """Triton's statistics extension, for every served model version."""
-    return inference.model_statistics(list(dataplane.models()))
+    return dataplane.model_statistics()
 
 
 @router.get(
@@ -97,9 +87,7 @@ async def statistics(dataplane: DataPlaneDep) -> dict[str, Any]:
     responses=_errors(401, 404, 503),
 )
 async def model_statistics(dataplane: DataPlaneDep, name: ModelName) -> dict[str, Any]:
-    latest = dataplane.find(name)
-    models = dataplane.models()
-    return inference.model_statistics([models.find(name, v) for v in models.versions(latest.name)])
+    return dataplane.model_statistics(name)
 
 
 @router.get(
@@ -111,7 +99,7 @@ async def model_statistics(dataplane: DataPlaneDep, name: ModelName) -> dict[str
 async def version_statistics(
     dataplane: DataPlaneDep, name: ModelName, version: Version
 ) -> dict[str, Any]:
-    return inference.model_statistics([dataplane.find(name, version)])
+    return dataplane.model_statistics(name, version)
 
 
 @router.get(
@@ -129,9 +117,7 @@ async def version_statistics(
 async def model_metadata(
     dataplane: DataPlaneDep, name: ModelName, version: Version | None = None
 ) -> dict[str, Any]:
-    pipeline = dataplane.find(name, version)
-    versions = [pipeline.version] if version else dataplane.models().versions(pipeline.name)
-    return inference.model_metadata(pipeline.describe(), versions, _lists_image(dataplane))
+    return dataplane.model_metadata(name, version)
 
 
 @router.get(
@@ -164,7 +150,7 @@ async def model_ready(
 async def model_config(
     dataplane: DataPlaneDep, name: ModelName, version: Version | None = None
 ) -> dict[str, Any]:
-    return inference.model_config(dataplane.find(name, version).describe(), _lists_image(dataplane))
+    return dataplane.model_config(name, version)
 
 
 @router.post(
@@ -224,6 +210,4 @@ async def repository_index(request: Request, dataplane: DataPlaneDep) -> list[di
         query = _IndexRequest.model_validate_json(body) if body.strip() else _IndexRequest()
     except ValidationError:
         raise MalformedRequest('the body must be empty or {"ready": true|false}') from None
-    return inference.repository_index(
-        list(dataplane.models()), query.ready, dataplane.drain.draining
-    )
+    return dataplane.repository_index(query.ready)
