@@ -1,4 +1,4 @@
-"""KServe's Python SDK REST client infers against a real `python -m app` process.
+"""KServe's Python SDK clients (REST and gRPC) infer against a real `python -m app` process.
 
 `kserve` pins older protobuf (and more) than this project's environment carries, so it
 lives in its own virtualenv: `scripts/install-kserve-client.sh` makes `.venv-kserve`
@@ -53,4 +53,39 @@ def test_kserve_rest_client_infers(tiny_model: Path, tmp_path: Path) -> None:
     np.testing.assert_allclose(found["logits_json"], expected, rtol=1e-4, atol=1e-5)
     assert_same_as_classify(found["top5"], classify.json()["predictions"])
     assert found["error_status"] == 404
+    assert found["error"].startswith("model_not_found: ")
+
+
+@pytest.mark.skipif(
+    not KSERVE_PYTHON.exists(),
+    reason=f"no KServe client environment at {KSERVE_PYTHON} (scripts/install-kserve-client.sh)",
+)
+def test_kserve_grpc_client_infers(tiny_model: Path, tmp_path: Path) -> None:
+    """KServe's InferenceGRPCClient (grpc-v2): raw and typed tensors, typed BYTES."""
+    x = np.random.default_rng(12).normal(size=(1, 3, 224, 224)).astype(np.float32)
+    np.save(tmp_path / "tensor.npy", x)
+    jpeg = images.jpeg(seed=4)
+    (tmp_path / "photo.jpg").write_bytes(jpeg)
+    with running(tiny_model) as (process, url):
+        assert process.grpc_address is not None
+        command = [str(KSERVE_PYTHON), str(ROOT / "tests" / "kserve_grpc_client.py")]
+        command += [process.grpc_address, "densenet-tiny"]
+        command += [str(tmp_path / "tensor.npy"), str(tmp_path / "photo.jpg")]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+        found = json.loads(done.stdout)
+        classify = httpx.post(
+            f"{url}/classify", content=jpeg, headers={"content-type": "image/jpeg"}
+        )
+    assert (found["live"], found["ready"], found["model_ready"]) == (True, True, True)
+    assert found["unknown_model_ready"] is False
+    assert (found["logits_id"], found["logits_typed_id"]) == (
+        "kserve-logits",
+        "kserve-logits_typed",
+    )
+    expected = load_engine(settings_for(tiny_model)).run(x)
+    np.testing.assert_allclose(found["logits"], expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(found["logits_typed"], expected, rtol=1e-4, atol=1e-5)
+    assert_same_as_classify(found["top5"], classify.json()["predictions"])
+    assert found["error_code"] == "NOT_FOUND"
     assert found["error"].startswith("model_not_found: ")

@@ -33,10 +33,20 @@ def test_http_is_imported_only_under_the_web_folder() -> None:
     assert {name: found for name, found in outside.items() if found} == {}
 
 
+FRONTS = ("v1", "v2", "grpc")
+
+
 def test_no_front_imports_another() -> None:
-    for front, other in (("v1", "v2"), ("v2", "v1")):
+    for front in FRONTS:
         for name, found in modules(APP / "web" / front).items():
-            assert not any(i.startswith(f"app.web.{other}") for i in found), name
+            for other in set(FRONTS) - {front}:
+                assert not any(i.startswith(f"app.web.{other}") for i in found), name
+
+
+def test_grpc_is_imported_only_by_its_front() -> None:
+    for name, found in modules(APP).items():
+        if not name.startswith("app/web/grpc/") and name != "app/web/server.py":
+            assert not any(i.split(".")[0] in ("grpc", "google") for i in found), name
 
 
 def test_nothing_below_the_web_layer_imports_it() -> None:

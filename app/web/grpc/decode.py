@@ -53,6 +53,9 @@ CONTENTS_FIELDS = {
 OFF_LOOP_ELEMENTS = 64 * 1024
 # Request parameters understood: Triton's `timeout` (microseconds), honoured as a deadline.
 REQUEST_PARAMETERS = frozenset({"timeout"})
+# Input parameters: `binary_data_size` (KServe's client repeats its raw contents' size),
+# checked against them. Shared memory's are refused: this server offers none.
+INPUT_PARAMETERS = frozenset({"binary_data_size"})
 # Output parameters: the classification extension's K; `binary_data` means nothing here
 # (outputs are always raw contents) and is accepted for clients that send it anyway.
 OUTPUT_PARAMETERS = frozenset({"classification", "binary_data"})
@@ -125,12 +128,19 @@ def _inputs(request: ModelInferRequest) -> list[InputTensor]:
     inputs = []
     for i, tensor in enumerate(request.inputs):
         name, datatype = tensor.name[:MAX_NAME_CHARS], tensor.datatype
-        _refuse_unknown(f"input '{name}'", tensor.parameters, frozenset())
+        _refuse_unknown(f"input '{name}'", tensor.parameters, INPUT_PARAMETERS)
         if datatype != BYTES and datatype not in NUMPY_TYPES:
             raise MalformedRequest(f"input '{name}': unknown datatype '{datatype[:16]}'")
         count = _count(name, tuple(tensor.shape))
         if datatype == BYTES and count > MAX_BYTES_ELEMENTS:
             raise MalformedRequest(f"input '{name}': at most {MAX_BYTES_ELEMENTS} BYTES elements")
+        if "binary_data_size" in tensor.parameters:
+            size = _value(tensor.parameters["binary_data_size"])
+            if not raw or size != len(raw[i]):
+                raise MalformedRequest(
+                    f"input '{name}': binary_data_size {size!r:.32} is not the size of its "
+                    "raw contents"
+                )
         if raw:
             inputs.append(_raw(name, datatype, tuple(tensor.shape), count, raw[i]))
         else:
