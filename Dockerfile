@@ -85,10 +85,14 @@ WORKDIR /opt/densenet
 ENV DENSENET_MODEL_PATH=/models/${MODEL_ARCH}.onnx \
     DENSENET_HOST=0.0.0.0 \
     DENSENET_PORT=8000 \
+    DENSENET_GRPC_PORT=8001 \
     DENSENET_PROVIDERS=CUDAExecutionProvider,CPUExecutionProvider \
     DENSENET_LOG_FORMAT=json
 USER 10001:10001
-EXPOSE 8000
+# 8000: HTTP (/classify, Open Inference Protocol REST); 8001: gRPC (Open Inference
+# Protocol, Triton's GRPCInferenceService, grpc.health.v1). The HEALTHCHECK asks HTTP:
+# both fronts share one readiness.
+EXPOSE 8000 8001
 HEALTHCHECK --interval=10s --timeout=3s --start-period=120s --retries=3 \
     CMD ["python", "/opt/densenet/healthcheck.py"]
 # SIGTERM starts the drain (readiness 503, accepted requests finish); give the
@@ -117,10 +121,14 @@ WORKDIR /opt/densenet
 ENV DENSENET_MODEL_PATH=/models/${MODEL_ARCH}.onnx \
     DENSENET_HOST=0.0.0.0 \
     DENSENET_PORT=8000 \
+    DENSENET_GRPC_PORT=8001 \
     DENSENET_PROVIDERS=CPUExecutionProvider \
     DENSENET_LOG_FORMAT=json
 USER 10001:10001
-EXPOSE 8000
+# 8000: HTTP (/classify, Open Inference Protocol REST); 8001: gRPC (Open Inference
+# Protocol, Triton's GRPCInferenceService, grpc.health.v1). The HEALTHCHECK asks HTTP:
+# both fronts share one readiness.
+EXPOSE 8000 8001
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
     CMD ["python", "/opt/densenet/healthcheck.py"]
 # SIGTERM starts the drain (readiness 503, accepted requests finish); give the

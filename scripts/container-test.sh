@@ -9,8 +9,9 @@
 #      photo, uid 10001, no torch, read-only root; a second container drains 8 requests
 #      in flight on `podman stop` and exits 0;
 #   4. `podman-compose up` of the compose CPU service with Prometheus (Debian's package on
-#      the same base) scraping it: the same checks through the published port, the
-#      compose settings as podman applied them, the target up; then `down`.
+#      the same base) scraping it: the same checks through the published port, gRPC health
+#      SERVING through the published gRPC port, the compose settings as podman applied
+#      them, the target up; then `down`.
 # Everything created is removed by id on exit, failure included; the cached base stays.
 # Outside CI it skips (exit 0) when podman cannot be installed; in CI that is a failure.
 #   BIN=.venv/bin  the project's virtualenv (httpx, podman-compose, scikit-image's photos)

@@ -94,6 +94,15 @@ def classifier_services() -> dict[str, dict[str, Any]]:
     return {name: svc for name, svc in compose()["services"].items() if "build" in svc}
 
 
+def published(mapping: object) -> tuple[str, int, int]:
+    """A compose port mapping "[IP:]${VARIABLE:-HOST}:CONTAINER" as (VARIABLE, HOST,
+    CONTAINER): every published port takes its host side from a variable, with a default."""
+    host, _, container = str(mapping).rpartition(":")
+    found = re.fullmatch(r"(?:[\d.]+:)?\$\{(\w+):-(\d+)\}", host)
+    assert found, mapping
+    return found[1], int(found[2]), int(container)
+
+
 def load_probe() -> ModuleType:
     spec = importlib.util.spec_from_file_location("healthcheck", DOCKER / "healthcheck.py")
     assert spec is not None
@@ -293,15 +302,44 @@ def test_healthchecks_probe_the_readiness_route() -> None:
 def test_ports_agree_between_image_compose_and_prometheus() -> None:
     services = classifier_services()
     ports = {int(dockerfile_env(stage)["DENSENET_PORT"]) for stage in RUNTIME_STAGES}
-    ports |= {int(p) for stage in RUNTIME_STAGES for p in instructions(stage, "EXPOSE")}
     ports |= {int(svc["environment"]["DENSENET_PORT"]) for svc in services.values()}
-    ports |= {int(str(p).rsplit(":", 1)[1]) for svc in services.values() for p in svc["ports"]}
     (job,) = yaml.safe_load(PROMETHEUS_CONFIG.read_text())["scrape_configs"]
     targets = [t for group in job["static_configs"] for t in group["targets"]]
     ports |= {int(target.rsplit(":", 1)[1]) for target in targets}
     assert len(ports) == 1, ports
     assert {target.rsplit(":", 1)[0] for target in targets} == set(services)
     assert job["metrics_path"] in get_routes()
+    # The gRPC front: one port everywhere too, never the HTTP one, and not turned off (0).
+    grpc = {int(dockerfile_env(stage)["DENSENET_GRPC_PORT"]) for stage in RUNTIME_STAGES}
+    grpc |= {int(svc["environment"]["DENSENET_GRPC_PORT"]) for svc in services.values()}
+    assert len(grpc) == 1, grpc
+    assert grpc.isdisjoint(ports | {0}), (grpc, ports)
+    both = ports | grpc
+    for stage in RUNTIME_STAGES:
+        exposed = [int(p) for args in instructions(stage, "EXPOSE") for p in args.split()]
+        assert sorted(exposed) == sorted(both), (stage, exposed)
+    for name, svc in services.items():
+        containers = [published(mapping)[2] for mapping in svc["ports"]]
+        assert sorted(containers) == sorted(both), (name, svc["ports"])
+
+
+def test_published_host_ports_are_distinct_across_every_profile() -> None:
+    """`docker compose --profile gpu --profile observability ... up` binds every default
+    host port at once: no two mappings may share one, nor the variable that moves it."""
+    mappings = [
+        (name, published(mapping))
+        for name, svc in compose()["services"].items()
+        for mapping in svc.get("ports", [])
+    ]
+    assert len(mappings) > 2 * len(classifier_services()), mappings
+    hosts = [default for _, (_, default, _) in mappings]
+    variables = [variable for _, (variable, _, _) in mappings]
+    assert len(set(hosts)) == len(hosts), mappings
+    assert len(set(variables)) == len(variables), mappings
+    grpc = int(dockerfile_env("cpu")["DENSENET_GRPC_PORT"])
+    for name in classifier_services():
+        (variable,) = [v for n, (v, _, c) in mappings if n == name and c == grpc]
+        assert "GRPC" in variable, (name, variable)
 
 
 @pytest.mark.parametrize("service", sorted(classifier_services()))

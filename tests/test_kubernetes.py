@@ -7,8 +7,9 @@ Kubernetes versions below. KEDA's ScaledObject and the Prometheus Operator's
 ServiceMonitor are validated by deploy/kubernetes/crd-validation (npm packages generated
 from those projects' Go API types); no package from the registries ships KServe's CRD
 schemas, so the pod specs inside the KServe resources are validated as core Pods instead.
-Then the manifests are checked against the service: settings, routes, ports, grace
-period, image targets, thread counts, upload spool, metrics.
+Then the manifests are checked against the service: settings, routes, ports (HTTP and
+gRPC; KServe's h2c convention for grpc-v2), grace period, image targets, thread counts,
+upload spool, metrics.
 """
 
 from __future__ import annotations
@@ -46,6 +47,11 @@ CRD_VALIDATION = DEPLOY / "kubernetes" / "crd-validation"
 # Oldest: the preStop `sleep` action is on by default from 1.30; newest the tool knows.
 KUBERNETES_VERSIONS = ("1.31.0", "1.37.0")
 EXIT_AFTER_GRACE_S = 2  # the process exits within DENSENET_SHUTDOWN_GRACE_S plus this
+# Container port names by front: Kubernetes' own, and KServe's (which routes to a
+# predictor's single port and reads h2c as gRPC, as Knative does).
+HTTP_PORTS = {"http", "http1"}
+GRPC_PORTS = {"grpc", "h2c"}
+H2C = "kubernetes.io/h2c"  # ServicePort.appProtocol for HTTP/2 without TLS (KEP-3726)
 
 
 def require(tool: str | None, what: str) -> str:
@@ -123,7 +129,7 @@ def containers() -> list[tuple[str, str, dict[str, Any], dict[str, Any]]]:
     return found
 
 
-CONTAINERS = len(OVERLAYS) + 2  # one per overlay, one per KServe InferenceService
+CONTAINERS = len(OVERLAYS) + 3  # one per overlay, one per KServe InferenceService
 
 
 # --- schemas ------------------------------------------------------------------------
@@ -143,7 +149,7 @@ def test_overlay_renders_and_validates_strictly(overlay: str, version: str) -> N
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_kserve_pod_specs_validate_as_core_pods(version: str) -> None:
     specs = [spec for path in KSERVE for r in kserve(path) for spec in pod_specs(r)]
-    assert len(specs) == 2
+    assert len(specs) == 3
     for spec in specs:
         pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": spec}
         kubernetes_validate.validate(pod, version, strict=True)
@@ -218,8 +224,55 @@ def test_environment_is_real_settings_sized_to_the_cpu_limit(
     if target == "gpu":
         assert limits["nvidia.com/gpu"] == "1"
         assert settings.provider_list() == ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert list(ports.values()) == [settings.port], where
+    # Each declared port is one of the service's two fronts, at the port it listens on.
+    fronts = dict.fromkeys(HTTP_PORTS, settings.port)
+    fronts |= dict.fromkeys(GRPC_PORTS, settings.grpc_port)
+    for port in container["ports"]:
+        assert port["containerPort"] == fronts[port["name"]] != 0, (where, port)
+        assert port.get("protocol", "TCP") == "TCP", (where, port)
+    names = [p["name"] for p in container["ports"]]
+    if where in OVERLAYS:  # a Deployment declares both: its Service publishes both
+        assert names == ["http", "grpc"], where
+    else:  # KServe routes to one port, HTTP unless the container names it h2c
+        assert len(names) == 1, where
+
+
+def test_kserve_grpc_v2_runtime_exposes_the_grpc_front_as_h2c(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A runtime lists grpc-v2 exactly when its one port is the gRPC front, named h2c; every
+    grpc-v2 InferenceService names such a runtime. (KServe refuses an InferenceService whose
+    runtime does not list its protocolVersion, routes to the first container port, and
+    Knative and KServe's raw Services take h2c for gRPC.)"""
+    runtimes = [r for p in KSERVE for r in kserve(p) if r["kind"] == "ServingRuntime"]
+    grpc_runtimes = set()
+    for runtime in runtimes:
+        (container,) = runtime["spec"]["containers"]
+        target = str(container["image"]).split(":")[-1]
+        settings = container_settings(monkeypatch, target, container)
+        env = {e["name"]: e["value"] for e in container["env"]}
+        (port,) = container["ports"]
+        versions = runtime["spec"]["protocolVersions"]
+        if any(v.startswith("grpc-") for v in versions):
+            assert versions == ["grpc-v2"], versions  # its Service carries gRPC only
+            assert port == {"name": "h2c", "containerPort": 8001, "protocol": "TCP"}
+            assert int(env["DENSENET_GRPC_PORT"]) == settings.grpc_port == port["containerPort"]
+            grpc_runtimes.add(runtime["metadata"]["name"])
+        else:
+            assert port["name"] in HTTP_PORTS, port
+            assert port["containerPort"] == settings.port
+    models = [
+        r["spec"]["predictor"]["model"]
+        for p in KSERVE for r in kserve(p)
+        if r["kind"] == "InferenceService" and "model" in r["spec"]["predictor"]
+    ]  # fmt: skip
+    grpc_models = [m for m in models if m.get("protocolVersion") == "grpc-v2"]
+    assert grpc_models, "no grpc-v2 InferenceService in deploy/kserve"
+    assert grpc_runtimes, "no grpc-v2 ServingRuntime in deploy/kserve"
+    for model in models:
+        assert (model["runtime"] in grpc_runtimes) == (model in grpc_models), model
+        versions = serving_runtime(model["runtime"])["spec"]["protocolVersions"]
+        assert model.get("protocolVersion", versions[0]) in versions, model
 
 
 @pytest.mark.parametrize("index", range(CONTAINERS))
@@ -304,12 +357,22 @@ def test_service_scraping_and_scaling_point_at_the_deployment(overlay: str) -> N
     pod = deployment["spec"]["template"]
     assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
     (container,) = pod["spec"]["containers"]
-    (port,) = service["spec"]["ports"]
-    assert port["targetPort"] in {p["name"] for p in container["ports"]}
+    container_ports = {p["name"]: p for p in container["ports"]}
+    ports = {p["name"]: p for p in service["spec"]["ports"]}
+    assert set(ports) == {"http", "grpc"}, ports
+    for front, port in ports.items():
+        assert port["targetPort"] == front, port  # by name: follows the container's number
+        assert port["targetPort"] in container_ports, port
+        assert port.get("protocol", "TCP") == container_ports[front]["protocol"] == "TCP"
+    port = ports["http"]
+    assert "appProtocol" not in port
+    # gRPC: the container's own number, marked HTTP/2 cleartext for gateways and meshes.
+    assert ports["grpc"]["port"] == container_ports["grpc"]["containerPort"] == 8001
+    assert ports["grpc"]["appProtocol"] == H2C
     assert pod["metadata"]["annotations"]["prometheus.io/path"] in get_routes()
     assert (
         int(pod["metadata"]["annotations"]["prometheus.io/port"])
-        == container["ports"][0]["containerPort"]
+        == container_ports["http"]["containerPort"]
     )
     budget = resources["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"]
     assert budget.items() <= pod["metadata"]["labels"].items()

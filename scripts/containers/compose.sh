@@ -86,14 +86,17 @@ PYTHON
 }
 
 check_compose() {
-    local port prometheus_port cid started code
+    local port grpc_port prometheus_port cid started code
     COMPOSE_PROJECT="densenet-ci-$RUN_ID"
     port=$(free_port)
+    grpc_port=$(free_port)
     prometheus_port=$(free_port)
     write_compose_override
     say "podman-compose up classifier prometheus (project $COMPOSE_PROJECT)"
-    # CLASSIFIER_PORT takes an address too: the published port stays on 127.0.0.1.
-    CLASSIFIER_PORT="127.0.0.1:$port" PROMETHEUS_PORT=$prometheus_port MODEL_WEIGHTS=random \
+    # CLASSIFIER_PORT and CLASSIFIER_GRPC_PORT take an address too: the published ports
+    # stay on 127.0.0.1.
+    CLASSIFIER_PORT="127.0.0.1:$port" CLASSIFIER_GRPC_PORT="127.0.0.1:$grpc_port" \
+        PROMETHEUS_PORT=$prometheus_port MODEL_WEIGHTS=random \
         compose up --detach --no-build classifier prometheus >"$WORK/compose-up.log" 2>&1 ||
         { track_compose_project "$COMPOSE_PROJECT"; tail -20 "$WORK/compose-up.log" >&2; fail "compose up"; }
     track_compose_project "$COMPOSE_PROJECT"
@@ -101,6 +104,8 @@ check_compose() {
         --filter label=com.docker.compose.service=classifier)
     [[ -n $cid ]] || fail "compose started no classifier container"
     check_service "$cid" "http://127.0.0.1:$port"
+    "$PY" scripts/containers/probe.py grpc-ready "127.0.0.1:$grpc_port" 30 ||
+        fail "gRPC health through the published gRPC port"
     say "compose settings as podman applied them:"
     check_compose_settings "$cid" || fail "compose settings"
     "$PY" scripts/containers/probe.py target "http://127.0.0.1:$prometheus_port" \

@@ -1,4 +1,4 @@
-"""HTTP checks of a running classifier container, for scripts/container-test.sh.
+"""HTTP and gRPC checks of a running classifier container, for scripts/container-test.sh.
 
 Each subcommand checks one thing the README promises, waits on a condition with a
 deadline (never a fixed sleep), prints what it saw and exits non-zero on failure:
@@ -10,6 +10,8 @@ deadline (never a fixed sleep), prints what it saw and exits non-zero on failure
                                     while they are in flight: N answers 200, CMD exits 0
                                     within GRACE_S
   target PROM_URL JOB DEADLINE_S    Prometheus reports the JOB target with variant=cpu up
+  grpc-ready HOST:PORT DEADLINE_S   grpc.health.v1 Check (service "") answers SERVING in
+                                    time, as a Kubernetes `grpc:` probe asks it
 """
 
 from __future__ import annotations
@@ -21,9 +23,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import grpc
 import httpx
 
 POLL_S = 0.1
+# grpc.health.v1 in protobuf's wire form, so that no generated code is needed here:
+# HealthCheckRequest{service: ""} is empty; HealthCheckResponse{status: SERVING (1)} is
+# field 1 as a varint.
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+SERVING = b"\x08\x01"
 RANDOM_WEIGHTS_WORDS = "random, untrained weights"
 
 
@@ -125,6 +133,27 @@ def target(prometheus: str, job: str, deadline_s: float) -> None:
     print(f"ok: Prometheus scrapes the classifier ({took:.1f} s)")
 
 
+def grpc_ready(address: str, deadline_s: float) -> None:
+    with grpc.insecure_channel(address) as channel:
+        # No serializers: the request goes as these bytes, the answer comes back as bytes.
+        check: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(HEALTH_CHECK)
+        answers: list[object] = []
+
+        def serving() -> bool:
+            answer: bytes | grpc.StatusCode
+            try:
+                answer = check(b"", timeout=2)
+            except grpc.RpcError as exc:
+                answer = exc.code()
+            if answer not in answers:
+                print(f"{HEALTH_CHECK} at {address}: {answer!r}")
+                answers.append(answer)
+            return answer == SERVING
+
+        took = wait_for(f"gRPC health at {address} SERVING", deadline_s, serving)
+    print(f"ok: gRPC health SERVING after {took:.1f} s")
+
+
 def main(argv: list[str]) -> None:
     command, args = argv[0], argv[1:]
     if command == "ready":
@@ -137,6 +166,8 @@ def main(argv: list[str]) -> None:
         drain(url, Path(image), int(count), float(grace_s), args[separator + 1 :])
     elif command == "target":
         target(args[0], args[1], float(args[2]))
+    elif command == "grpc-ready":
+        grpc_ready(args[0], float(args[1]))
     else:
         raise SystemExit(f"unknown check {command!r}; see the docstring")
 
