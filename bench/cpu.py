@@ -30,7 +30,8 @@ def _machine_busy_s() -> float:
     return (user + nice + system + irq + softirq + steal) / _TICK
 
 
-def _process_cpu_s(pid: int) -> float:
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of a process, threads that ended included."""
     after_name = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(after_name[11]) + int(after_name[12])) / _TICK  # utime, stime
 
@@ -54,7 +55,7 @@ class CpuSnapshot:
     def take(cls, server_pid: int | None) -> CpuSnapshot:
         """Now; `server_pid` is a running process not waited for by this one (or None)."""
         try:
-            server = _process_cpu_s(server_pid) if server_pid is not None else 0.0
+            server = process_cpu_s(server_pid) if server_pid is not None else 0.0
         except OSError:
             server = 0.0
         return cls(time.monotonic(), _machine_busy_s(), server, _own_and_children_cpu_s())

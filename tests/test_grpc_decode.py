@@ -100,6 +100,7 @@ def test_classification_and_timeout_parameters_are_read() -> None:
     request = request_with(("input", "FP32", [1]), raw=[b"\0" * 4])
     request.outputs.add(name="logits").parameters["classification"].int64_param = 3
     request.parameters["timeout"].int64_param = 250_000
+    request.parameters["triton_enable_empty_final_response"].bool_param = True  # perf_analyzer
     decode.check(request)
     assert decode.timeout_s(request) == 0.25
     (output,) = decode.decode_request(request).outputs or []

@@ -79,17 +79,33 @@ def write_data(workdir: Path, photo: Path, url: str, model: str) -> dict[str, Pa
     return files
 
 
+class Failed(RuntimeError):
+    """perf_analyzer ended without a result (its output's tail says why)."""
+
+
 def measure(
-    tool: Path, url: str, model: str, data: Path, clients: int, args: argparse.Namespace
+    tool: Path,
+    url: str,
+    model: str,
+    data: Path,
+    clients: int,
+    args: argparse.Namespace,
+    *,
+    protocol: str = "http",
+    stability_percentage: int = 25,
+    max_trials: int = 6,
 ) -> dict[str, Any]:
-    csv_path = data.with_suffix(f".c{clients}.csv")
-    command = [str(tool), "-m", model, "-u", url.removeprefix("http://"), "-i", "http"]
+    """One concurrency step; `url` is host:port (an http:// prefix is dropped), `protocol`
+    perf_analyzer's -i (http or grpc)."""
+    csv_path = data.with_suffix(f".{protocol}.c{clients}.csv")
+    csv_path.unlink(missing_ok=True)  # a file left by an earlier run is not this result
+    command = [str(tool), "-m", model, "-u", url.removeprefix("http://"), "-i", protocol]
     command += ["--input-data", str(data), "--concurrency-range", f"{clients}:{clients}"]
-    command += ["--measurement-interval", str(args.window_ms), "--max-trials", "6"]
-    command += ["--stability-percentage", "25", "-f", str(csv_path)]
+    command += ["--measurement-interval", str(args.window_ms), "--max-trials", str(max_trials)]
+    command += ["--stability-percentage", str(stability_percentage), "-f", str(csv_path)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     if done.returncode != 0 and not csv_path.exists():
-        raise SystemExit(f"perf_analyzer failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+        raise Failed(f"perf_analyzer failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
     [row] = list(csv.DictReader(io.StringIO(csv_path.read_text())))
     step: dict[str, Any] = {"concurrency": clients, "stable": done.returncode == 0}
     step.update({ours: float(row[theirs]) for theirs, ours in COLUMNS.items()})
@@ -107,6 +123,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "DENSENET_MODEL_PATH": str(model_file),
         "DENSENET_HOST": "127.0.0.1",
         "DENSENET_PORT": str(port),
+        "DENSENET_GRPC_PORT": "0",  # HTTP only: no second port to collide
         "DENSENET_LOG_LEVEL": "warning",
     }
     server = servers.start(["-m", "app"], env, port, workdir / "server.log", 300.0)
@@ -168,7 +185,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
     args.concurrencies = [int(c) for c in args.concurrencies.split(",")]
-    result = run(args)
+    try:
+        result = run(args)
+    except Failed as exc:
+        raise SystemExit(str(exc)) from None
     (args.results_dir / f"{args.name}.json").write_text(json.dumps(result, indent=1) + "\n")
     text = markdown(result)
     (args.results_dir / f"{args.name}.md").write_text(text)

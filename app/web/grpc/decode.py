@@ -51,8 +51,10 @@ CONTENTS_FIELDS = {
 }
 # Typed contents this many elements or more are converted off the event loop.
 OFF_LOOP_ELEMENTS = 64 * 1024
-# Request parameters understood: Triton's `timeout` (microseconds), honoured as a deadline.
-REQUEST_PARAMETERS = frozenset({"timeout"})
+# Request parameters understood: Triton's `timeout` (microseconds), honoured as a deadline;
+# `triton_enable_empty_final_response`, which perf_analyzer puts on every gRPC call and
+# which only means something to streaming calls of decoupled models (none here): ignored.
+REQUEST_PARAMETERS = frozenset({"timeout", "triton_enable_empty_final_response"})
 # Input parameters: `binary_data_size` (KServe's client repeats its raw contents' size),
 # checked against them. Shared memory's are refused: this server offers none.
 INPUT_PARAMETERS = frozenset({"binary_data_size"})

@@ -1,0 +1,5 @@
+"""``python -m bench.protocols``: see bench/protocols/study.py."""
+
+from bench.protocols.study import main
+
+main()
