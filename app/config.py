@@ -74,6 +74,24 @@ class Settings(BaseSettings):
         description="Warm-up runs before ready: at batch 1 and the maximum batch on CPU, at "
         "every batch size on CUDA (cuDNN tunes per shape).",
     )
+    model_control: Literal["none", "explicit", "poll"] = Field(
+        "none",
+        description="How the served models change while running (needs model_repository): "
+        "'none' (loaded at start-up, as they are), 'explicit' (clients with the API key "
+        "load and unload them: POST /v2/repository/models/NAME/load|unload), 'poll' (the "
+        "repository directory is read every repository_poll_s and followed).",
+    )
+    repository_poll_s: float = Field(
+        5.0,
+        gt=0,
+        description="poll mode: seconds between looks at the repository; a new or changed "
+        "version is loaded once its model.onnx has stayed the same for one interval.",
+    )
+    model_control_open: bool = Field(
+        False,
+        description="explicit mode without an API key: allow anyone who reaches the port to "
+        "load and unload models (refused otherwise).",
+    )
     v2_metadata_inputs: Literal["both", "tensor"] = Field(
         "both",
         description="Inputs that v2 model metadata and configuration list: 'both' (the "
@@ -200,6 +218,12 @@ class Settings(BaseSettings):
     def _default_top_k_within_max(self) -> Settings:
         if self.default_top_k > self.max_top_k:
             raise ValueError("default_top_k must not exceed max_top_k")
+        return self
+
+    @model_validator(mode="after")
+    def _control_needs_a_repository(self) -> Settings:
+        if self.model_control != "none" and self.model_repository is None:
+            raise ValueError("DENSENET_MODEL_CONTROL needs DENSENET_MODEL_REPOSITORY")
         return self
 
     @model_validator(mode="after")

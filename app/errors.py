@@ -42,6 +42,10 @@ class Unauthorized(ServiceError):
         return {"WWW-Authenticate": "Bearer"}
 
 
+class Forbidden(ServiceError):
+    status, code = 403, "forbidden"
+
+
 class NotFound(ServiceError):
     status, code = 404, "not_found"
 
@@ -52,6 +56,18 @@ class ModelNotFound(ServiceError):
 
 class MethodNotAllowed(ServiceError):
     status, code = 405, "method_not_allowed"
+
+
+class ModelControlDisabled(ServiceError):
+    """Loading and unloading by request is off in this control mode."""
+
+    status, code = 409, "model_control_disabled"
+
+
+class ModelLoadFailed(ServiceError):
+    """A model the client asked to load cannot be served (what served before goes on)."""
+
+    status, code = 409, "model_load_failed"
 
 
 class BodyTimeout(ServiceError):

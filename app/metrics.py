@@ -148,6 +148,37 @@ class Metrics:
             registry=r,
         )
 
+        self.model_loads = Counter(
+            "classifier_model_loads",
+            "Model version loads and unloads (model control) by outcome: loaded, failed, unloaded.",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.model_load_seconds = Histogram(
+            "classifier_model_load_seconds",
+            "Time from a load's start to the new version serving (loading and warm-up).",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+
+    def forget_model(self, name: str, version: int, info: tuple[str, ...]) -> None:
+        """Stop exporting an unloaded model version's series (its info labels: `info`)."""
+        labels = (name, str(version))
+        for family in (
+            self.queue_wait_seconds,
+            self.inference_seconds,
+            self.preprocess_seconds,
+            self.batch_size,
+            self.queue_depth,
+            self.admitted_images,
+            self.queue_limit,
+            self.images,
+            self.model_ready,
+        ):
+            family.remove(*labels)
+        self.model_info.remove(*labels, *info)
+
     def for_model(self, name: str, version: int) -> ModelMetrics:
         """The per-model series of one served model version."""
         labels = (name, str(version))

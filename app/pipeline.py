@@ -12,7 +12,8 @@ import dataclasses
 import io
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 from numpy.typing import NDArray
@@ -102,14 +103,13 @@ class Pipeline:
             name, version, engine, settings, self.max_batch_size, self.warnings
         )
         about = self._description
-        metrics.model_info.labels(
-            about.name,
-            str(about.version),
-            about.arch or "",
-            about.weights,
-            about.precision,
-            ",".join(about.providers),
-        ).set(1)
+        self._all_metrics = metrics
+        self._info = (about.arch or "", about.weights, about.precision, ",".join(about.providers))
+        metrics.model_info.labels(about.name, str(about.version), *self._info).set(1)
+        self.retired = False  # unloaded: no longer found by requests
+        self._holders = 0  # requests that found this version and are not answered yet
+        self._unheld = asyncio.Event()
+        self._unheld.set()
 
     def describe(self) -> ModelDescription:
         """What this model version is (fixed once loaded)."""
@@ -267,6 +267,34 @@ class Pipeline:
 
     def _decoded(self) -> None:
         self._preprocessing -= 1
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        """Count a request that found this version until it is answered: an unload waits
+        for them (app/model_control.py)."""
+        self._holders += 1
+        self._unheld.clear()
+        try:
+            yield
+        finally:
+            self._holders -= 1
+            if self._holders == 0:
+                self._unheld.set()
+
+    async def wait_unheld(self, timeout_s: float) -> bool:
+        """Until no request holds this version (True), or `timeout_s` passed (False)."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._unheld.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def release(self) -> None:
+        """After close: drop the series and the queue share that keep this version (and
+        through them its engine) alive."""
+        self._queue.members.remove(self)
+        self._all_metrics.forget_model(self.name, self.version, self._info)
 
     def stop_waiting(self) -> None:
         self.batcher.stop_waiting()

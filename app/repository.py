@@ -16,7 +16,7 @@ from pathlib import Path
 from app.batching import InferenceDevice
 from app.config import Settings
 from app.engine import Engine, open_engine
-from app.errors import ModelLoadError, ModelNotFound, ServiceError
+from app.errors import ModelLoadError, ModelNotFound, NotReady, ServiceError, ShuttingDown
 from app.fair_pool import FairPool
 from app.metrics import Metrics
 from app.names import NAME_RULE, is_model_name, parse_version
@@ -141,30 +141,72 @@ def _load(load: EngineLoader, path: Path) -> Engine:
 
 
 class ModelRepository:
-    """The pipelines of every served model version, sharing one device and one pool."""
+    """The pipelines of every served model version, sharing one device and one pool.
+    Model control (app/model_control.py) adds and retires versions while serving."""
 
     def __init__(self, models: list[LoadedModel], settings: Settings, metrics: Metrics) -> None:
         self.device = InferenceDevice()
         self.pool = FairPool(settings.resolved_preprocess_threads(), "preprocess")
-        names = sorted({m.name for m in models})
-        queues = {name: QueueShare(settings.max_queue_size) for name in names}
-        self._pipelines = {
-            (m.name, m.version): Pipeline(
-                m.name,
-                m.version,
-                m.engine,
-                settings,
-                self.device,
-                self.pool,
-                metrics,
-                queues[m.name],
-            )
-            for m in models
-        }
-        self.default_name = settings.default_model or names[0]
+        self.settings, self.metrics = settings, metrics
+        self._queues: dict[str, QueueShare] = {}
+        self._pipelines = {(m.name, m.version): self._pipeline(m) for m in models}
+        self.default_name = settings.default_model or min(m.name for m in models)
+        # Versions known to the repository but not serving: (state, reason), as the
+        # repository index shows them (LOADING, or UNAVAILABLE after a failed load or an
+        # unload).
+        self.not_serving: dict[tuple[str, int], tuple[str, str]] = {}
+
+    def _pipeline(self, model: LoadedModel) -> Pipeline:
+        queue = self._queues.setdefault(model.name, QueueShare(self.settings.max_queue_size))
+        return Pipeline(
+            model.name,
+            model.version,
+            model.engine,
+            self.settings,
+            self.device,
+            self.pool,
+            self.metrics,
+            queue,
+        )
+
+    async def add(self, model: LoadedModel) -> Pipeline:
+        """Start and warm a new version, then let it take requests (replacing a loaded
+        pipeline of the same version, which the caller retires). Nothing sees it before
+        it is warm; a failed warm-up leaves it out."""
+        pipeline = self._pipeline(model)
+        pipeline.start()
+        try:
+            await pipeline.warm_up(self.device)
+        except BaseException:
+            pipeline.abort(ShuttingDown("the version failed to load"))
+            await pipeline.close()
+            pipeline.release()
+            raise
+        self._pipelines[(model.name, model.version)] = pipeline
+        self.not_serving.pop((model.name, model.version), None)
+        return pipeline
+
+    async def retire(self, pipeline: Pipeline, grace_s: float, reason: str) -> None:
+        """Stop finding `pipeline`, let the requests that found it finish (within
+        `grace_s`; then they are refused), stop its batcher and drop every reference the
+        service keeps to it, so that its engine is freed."""
+        key = (pipeline.name, pipeline.version)
+        if self._pipelines.get(key) is pipeline:
+            del self._pipelines[key]
+            self.not_serving[key] = ("UNAVAILABLE", reason)
+        pipeline.retired = True
+        if not await pipeline.wait_unheld(grace_s):
+            log.error("%s v%d: requests still running after %g s: refused", *key, grace_s)
+            pipeline.abort(NotReady(f"model {key[0]} version {key[1]} was unloaded"))
+        pipeline.stop_waiting()
+        await pipeline.close()
+        pipeline.release()
 
     def __iter__(self) -> Iterator[Pipeline]:
         return iter(sorted(self._pipelines.values(), key=lambda p: (p.name, p.version)))
+
+    def find_version(self, name: str, version: int) -> Pipeline | None:
+        return self._pipelines.get((name, version))
 
     def versions(self, name: str) -> list[int]:
         return sorted(v for n, v in self._pipelines if n == name)
@@ -187,7 +229,9 @@ class ModelRepository:
 
     @property
     def ready(self) -> bool:
-        return all(p.ready for p in self)
+        """Every version serving is warm (a failed load elsewhere does not count: what
+        served before still serves), and something serves."""
+        return bool(self._pipelines) and all(p.ready for p in self)
 
     @property
     def threads_busy(self) -> bool:

@@ -153,7 +153,11 @@ def test_errors_arrive_as_client_exceptions_with_their_codes(
     expect(lambda: client.infer(MODEL, [huge]), exhausted, str(MESSAGE_LIMIT))
     expect(lambda: client.infer(MODEL, [fp32(x)], outputs=top(10**9)), invalid, "1000")
     expect(lambda: client.infer(MODEL, [fp32(x)], priority=1), invalid, "'priority'")
-    expect(lambda: client.load_model(MODEL), grpc.StatusCode.UNIMPLEMENTED, "not_offered")
+    disabled = grpc.StatusCode.FAILED_PRECONDITION
+    expect(lambda: client.load_model(MODEL), disabled, "model_control_disabled")
+    expect(
+        lambda: client.get_cuda_shared_memory_status(), grpc.StatusCode.UNIMPLEMENTED, "not_offered"
+    )
     assert client.is_server_ready()
 
 

@@ -21,8 +21,17 @@ from app.config import Settings
 from app.dataplane import inference
 from app.dataplane.oip import DecodeLimits
 from app.draining import Drain
-from app.errors import ClientDisconnected, ModelNotFound, NotReady, ShuttingDown, Timeout
+from app.errors import (
+    ClientDisconnected,
+    Forbidden,
+    ModelControlDisabled,
+    ModelNotFound,
+    NotReady,
+    ShuttingDown,
+    Timeout,
+)
 from app.metrics import Metrics
+from app.model_control import ModelControl
 from app.names import is_model_name, parse_version
 from app.pipeline import Pipeline
 from app.repository import ModelRepository
@@ -36,6 +45,7 @@ class DataPlane:
     metrics: Metrics
     drain: Drain = field(default_factory=Drain)
     repository: ModelRepository | None = None
+    control: ModelControl | None = None  # set by the lifespan unless DENSENET_MODEL_CONTROL=none
     on_fatal: Callable[[], None] | None = None  # set by `python -m app`: stop the process
 
     def __post_init__(self) -> None:
@@ -93,7 +103,8 @@ class DataPlane:
         return {
             "name": inference.SERVER_NAME,
             "version": __version__,
-            "extensions": list(inference.EXTENSIONS),
+            "extensions": list(inference.EXTENSIONS)
+            + (["model_repository"] if self.settings.model_control == "explicit" else []),
         }
 
     @property
@@ -125,15 +136,47 @@ class DataPlane:
         )
 
     def repository_index(self, ready_only: bool) -> list[dict[str, str]]:
-        return inference.repository_index(list(self.models()), ready_only, self.drain.draining)
+        models = self.models()
+        return inference.repository_index(
+            list(models), ready_only, self.drain.draining, models.not_serving
+        )
 
     # --- running a request ---------------------------------------------------------------
 
     @contextmanager
-    def track(self) -> Iterator[None]:
-        """Count one accepted request until it is answered (a drain waits for it)."""
+    def track(self, pipeline: Pipeline | None = None) -> Iterator[None]:
+        """Count one accepted request until it is answered: a drain waits for it, and so
+        does an unload of the model version it found (`pipeline`)."""
         with self.drain.track():
-            yield
+            if pipeline is None:
+                yield
+                return
+            with pipeline.hold():
+                yield
+
+    # --- model control -------------------------------------------------------------------
+
+    def _control(self) -> ModelControl:
+        self.drain.check_admit()
+        mode = self.settings.model_control
+        if mode != "explicit" or self.control is None:
+            raise ModelControlDisabled(
+                f"models are not loaded or unloaded by request here (DENSENET_MODEL_CONTROL "
+                f"is '{mode}'; 'explicit' allows it)"
+            )
+        if self.settings.api_key is None and not self.settings.model_control_open:
+            raise Forbidden(
+                "model control needs DENSENET_API_KEY (or DENSENET_MODEL_CONTROL_OPEN=true)"
+            )
+        return self.control
+
+    async def load_model(self, name: str) -> None:
+        """Load (or reload) model `name` from the repository; returns once it serves."""
+        await self._control().load(name)
+
+    async def unload_model(self, name: str) -> None:
+        """Unload every version of model `name`; returns once they are freed."""
+        await self._control().unload(name)
 
     async def run(
         self,

@@ -12,7 +12,7 @@ batches. Outputs are the model's rows, or with the classification extension
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -101,19 +101,23 @@ def model_config(about: ModelDescription, with_image: bool) -> dict[str, Any]:
 
 
 def repository_index(
-    pipelines: Sequence[Pipeline], ready_only: bool, draining: bool
+    pipelines: Sequence[Pipeline],
+    ready_only: bool,
+    draining: bool,
+    not_serving: Mapping[tuple[str, int], tuple[str, str]] | None = None,
 ) -> list[dict[str, str]]:
-    """Every served model version and its state, as Triton's repository index lists them.
+    """Every model version the repository knows and its state, as Triton's repository index
+    lists them: those served, and (with model control) those loading, failed or unloaded.
     While the service drains, nothing is READY: no new request would be taken."""
+    states = {(p.name, p.version): p.state() for p in pipelines}
+    for key, known in (not_serving or {}).items():
+        states.setdefault(key, known)
     index = []
-    for p in pipelines:
-        state, reason = p.state()
+    for (name, version), (state, reason) in sorted(states.items()):
         if draining:
             state, reason = "UNAVAILABLE", "the service is shutting down"
         if not ready_only or state == "READY":
-            index.append(
-                {"name": p.name, "version": str(p.version), "state": state, "reason": reason}
-            )
+            index.append({"name": name, "version": str(version), "state": state, "reason": reason})
     return index
 
 

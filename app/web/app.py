@@ -16,7 +16,14 @@ from app import __version__
 from app.config import Settings
 from app.dataplane import DataPlane
 from app.metrics import Metrics
-from app.repository import EngineLoader, LoadedModel, ModelRepository, load_models
+from app.model_control import ModelControl
+from app.repository import (
+    EngineLoader,
+    LoadedModel,
+    ModelRepository,
+    default_engine_loader,
+    load_models,
+)
 from app.web import errors as http_errors
 from app.web import page
 from app.web.middleware import RequestContextMiddleware
@@ -63,8 +70,31 @@ async def _warm_up(dataplane: DataPlane, repository: ModelRepository) -> None:
     log.info("warm-up done in %.2f s; ready", loop.time() - started)
 
 
+def _control(
+    dataplane: DataPlane,
+    repository: ModelRepository,
+    loader: Callable[[], EngineLoader],
+    models: list[LoadedModel],
+) -> asyncio.Task[None] | None:
+    """Model control, when the settings ask for it; the polling task in poll mode."""
+    settings = dataplane.settings
+    if settings.model_control == "none":
+        return None
+    control = ModelControl(repository, loader(), settings, dataplane.metrics, models)
+    dataplane.control = control
+    if settings.model_control == "explicit":
+        if settings.api_key is None and not settings.model_control_open:
+            log.warning(
+                "model control is explicit but no DENSENET_API_KEY is set: load and unload "
+                "requests will be refused (DENSENET_MODEL_CONTROL_OPEN=true allows them)"
+            )
+        return None
+    log.info("polling %s every %g s", settings.model_repository, settings.repository_poll_s)
+    return asyncio.create_task(control.run_polling())
+
+
 def _lifespan(
-    load: Callable[[], list[LoadedModel]],
+    load: Callable[[], list[LoadedModel]], loader: Callable[[], EngineLoader]
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -76,11 +106,14 @@ def _lifespan(
         repository.start()
         dataplane.repository = repository
         warm_up = asyncio.create_task(_warm_up(dataplane, repository))
+        polling = _control(dataplane, repository, loader, models)
         try:
             yield
         finally:
             dataplane.drain.begin(dataplane.settings.shutdown_grace_s)
             warm_up.cancel()
+            if polling is not None:
+                polling.cancel()
             # What is left of the one grace period, not a second one: a stuck inference
             # must not hold the exit (python -m app exits without joining its thread).
             try:
@@ -110,6 +143,9 @@ def create_app(
     def load() -> list[LoadedModel]:
         return loaded if loaded is not None else load_models(settings, engine_loader)
 
+    def loader() -> EngineLoader:
+        return engine_loader or default_engine_loader(settings)
+
     # FastAPIOffline serves the Swagger UI and ReDoc assets itself, so /docs also works
     # where no CDN can be reached (air-gapped clusters, these build machines).
     app = FastAPIOffline(
@@ -117,7 +153,7 @@ def create_app(
         version=__version__,
         description="Classify images with DenseNets (or any annotated ONNX classifier) on "
         'ONNX Runtime. Errors always have the shape {"error": {"code": ..., "message": ...}}.',
-        lifespan=_lifespan(load),
+        lifespan=_lifespan(load, loader),
     )
     app.state.dataplane = dataplane
     app.include_router(classify.router)

@@ -20,7 +20,7 @@ import grpc
 
 from app.dataplane import DataPlane, inference
 from app.dataplane.oip import InferenceResponse
-from app.errors import InternalError, NotFound, NotOffered, ServiceError
+from app.errors import InternalError, MalformedRequest, NotFound, NotOffered, ServiceError
 from app.web.auth import check_bearer
 from app.web.errors import count
 from app.web.grpc import decode, encode
@@ -111,8 +111,6 @@ def _deadline_s(context: Context, request: pb.ModelInferRequest) -> float | None
 # Calls of Triton's service that this server does not offer, and why.
 NOT_OFFERED = {
     "ModelStreamInfer": "streaming inference is not offered; call ModelInfer",
-    "RepositoryModelLoad": "model control is not offered: models are loaded at start-up",
-    "RepositoryModelUnload": "model control is not offered: models are loaded at start-up",
     "SystemSharedMemoryStatus": "shared memory is not offered; send tensors in the message",
     "SystemSharedMemoryRegister": "shared memory is not offered; send tensors in the message",
     "SystemSharedMemoryUnregister": "shared memory is not offered; send tensors in the message",
@@ -198,6 +196,28 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
 
         return await self.calls.handle("RepositoryIndex", context, Key.OPS, work)
 
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: Context
+    ) -> pb.RepositoryModelLoadResponse:
+        async def work(_: str) -> pb.RepositoryModelLoadResponse:
+            if request.parameters:
+                raise MalformedRequest("configuration and file overrides are not offered")
+            await self.dataplane.load_model(request.model_name)
+            return pb.RepositoryModelLoadResponse()
+
+        return await self.calls.handle("RepositoryModelLoad", context, Key.API, work)
+
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: Context
+    ) -> pb.RepositoryModelUnloadResponse:
+        async def work(_: str) -> pb.RepositoryModelUnloadResponse:
+            if set(request.parameters) - {"unload_dependents"}:
+                raise MalformedRequest("the one unload parameter is unload_dependents")
+            await self.dataplane.unload_model(request.model_name)
+            return pb.RepositoryModelUnloadResponse()
+
+        return await self.calls.handle("RepositoryModelUnload", context, Key.API, work)
+
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: Context
     ) -> pb.ModelInferResponse:
@@ -205,7 +225,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             dataplane = self.dataplane
             decode.check(request)
             pipeline = dataplane.admit(request.model_name or None, request.model_version or None)
-            with dataplane.track(), dataplane.uploads.holding() as hold:
+            with dataplane.track(pipeline), dataplane.uploads.holding() as hold:
                 hold(request.ByteSize())
 
                 async def decode_and_infer() -> InferenceResponse:

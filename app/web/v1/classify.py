@@ -110,7 +110,7 @@ async def classify(
     """Send one image as multipart field `file`, or as the raw body with an image/* type."""
     pipeline = dataplane.admit(model, version)
     k = pipeline.top_k(top_k)
-    with dataplane.track():
+    with dataplane.track(pipeline):
         declare_body_limit(request, dataplane.settings.max_upload_bytes)
         [(_, data)] = await read_images(request, "file", max_files=1)
         received = time.perf_counter()
@@ -137,7 +137,7 @@ async def classify_batch(
     pipeline = dataplane.admit(model, version)
     k = pipeline.top_k(top_k)
     settings, req_id = dataplane.settings, request_id(request)
-    with dataplane.track():
+    with dataplane.track(pipeline):
         declare_body_limit(request, settings.max_batch_upload_bytes)
         images = await read_images(request, "files", settings.max_batch_images)
         received = time.perf_counter()

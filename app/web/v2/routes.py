@@ -174,7 +174,7 @@ async def infer(
     the model's output, or its top K with `parameters: {"classification": K}`, out."""
     pipeline = dataplane.admit(name, version)
     limits = dataplane.decode_limits(pipeline)
-    with dataplane.track(), dataplane.uploads.holding() as hold:
+    with dataplane.track(pipeline), dataplane.uploads.holding() as hold:
         declare_body_limit(request, limits.body_bytes)
         try:
             body = await request.body()
@@ -211,3 +211,59 @@ async def repository_index(request: Request, dataplane: DataPlaneDep) -> list[di
     except ValidationError:
         raise MalformedRequest('the body must be empty or {"ready": true|false}') from None
     return dataplane.repository_index(query.ready)
+
+
+class _ControlParameters(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    unload_dependents: bool = False  # Triton's unload parameter; there are no ensembles here
+
+
+class _ControlRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    parameters: _ControlParameters | None = None
+
+
+async def _control_request(request: Request, what: str) -> _ControlRequest:
+    body = await request.body()
+    try:
+        return _ControlRequest.model_validate_json(body) if body.strip() else _ControlRequest()
+    except ValidationError:
+        raise MalformedRequest(
+            f'the {what} body must be empty or {{"parameters": {{}}}}'
+            + (' (unload: {"unload_dependents": true|false})' if what == "unload" else "")
+            + "; configuration and file overrides are not offered"
+        ) from None
+
+
+@router.post(
+    "/repository/models/{name}/load",
+    summary="Load or reload a model from the repository (DENSENET_MODEL_CONTROL=explicit)",
+    dependencies=[Depends(require_api_key)],
+    response_class=Response,
+    responses={200: {"description": "the model serves"}, **_errors(400, 401, 403, 404, 409, 503)},
+)
+async def load_model(request: Request, dataplane: DataPlaneDep, name: ModelName) -> Response:
+    """Every version in the model's directory, loaded and warmed before it takes requests;
+    a version that fails leaves what served before (409 model_load_failed says why)."""
+    query = await _control_request(request, "load")
+    if query.parameters is not None and query.parameters.unload_dependents:
+        raise MalformedRequest("unload_dependents is an unload parameter")
+    await dataplane.load_model(name)
+    return Response(status_code=200)
+
+
+@router.post(
+    "/repository/models/{name}/unload",
+    summary="Unload every version of a model (DENSENET_MODEL_CONTROL=explicit)",
+    dependencies=[Depends(require_api_key)],
+    response_class=Response,
+    responses={
+        200: {"description": "the model is unloaded"},
+        **_errors(400, 401, 403, 404, 409, 503),
+    },
+)
+async def unload_model(request: Request, dataplane: DataPlaneDep, name: ModelName) -> Response:
+    """Its requests in flight finish first (within the grace period)."""
+    await _control_request(request, "unload")
+    await dataplane.unload_model(name)
+    return Response(status_code=200)

@@ -1,0 +1,234 @@
+"""Model control: load, unload and swap model versions while serving (DENSENET_MODEL_CONTROL).
+
+`explicit`: a client with the API key asks to load or unload a model (Triton's model
+repository extension). `poll`: the repository directory is read every
+DENSENET_REPOSITORY_POLL_S and the served versions follow it. Either way:
+
+- a version takes requests only once it is loaded and warm (`ModelRepository.add`); a
+  load that fails leaves what was serving untouched and says why (the index, the log);
+- an unloaded or replaced version stops being found at once, the requests that found it
+  finish (within the grace period), then everything that kept it alive is dropped and
+  the memory given back (`_return_memory`);
+- polling reads a version only once its `model.onnx` has kept the same size and
+  modification time for a whole poll interval, so a file still being copied is never
+  read half-written (an atomic rename is picked up the same way, one interval later);
+- loads and unloads run one at a time, off the request path, and every change is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import gc
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.config import Settings
+from app.errors import ModelLoadFailed, ModelNotFound
+from app.metrics import Metrics
+from app.names import is_model_name, parse_version
+from app.pipeline import Pipeline
+from app.repository import MODEL_FILE, EngineLoader, LoadedModel, ModelRepository
+
+log = logging.getLogger(__name__)
+Key = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class Found:
+    """A version's model file as the repository holds it now."""
+
+    path: Path
+    signature: tuple[int, int]  # size and modification time (ns): changes while copied
+
+
+def _found(path: Path) -> Found | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return Found(path, (stat.st_size, stat.st_mtime_ns))
+
+
+def scan_model(model_dir: Path) -> dict[int, Found]:
+    """The versions of one model directory that hold a model file (others are skipped:
+    a version directory still being made has none yet)."""
+    versions: dict[int, Found] = {}
+    try:
+        entries = sorted(model_dir.iterdir())
+    except OSError:
+        return versions
+    for entry in entries:
+        version = parse_version(entry.name)
+        if version is not None and (found := _found(entry / MODEL_FILE)) is not None:
+            versions[version] = found
+    return versions
+
+
+def scan(root: Path) -> dict[Key, Found]:
+    """Every (model, version) with a model file under the repository directory."""
+    found: dict[Key, Found] = {}
+    try:
+        model_dirs = sorted(p for p in root.iterdir() if p.is_dir() and is_model_name(p.name))
+    except OSError as exc:
+        log.error("model repository %s cannot be read: %s", root, exc)
+        return found
+    for model_dir in model_dirs:
+        for version, file in scan_model(model_dir).items():
+            found[(model_dir.name, version)] = file
+    return found
+
+
+def _return_memory() -> None:
+    """Free what the unloaded engine held now, and hand the allocator's free pages back to
+    the system (glibc keeps them otherwise)."""
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    if name:
+        libc = ctypes.CDLL(name)
+        if hasattr(libc, "malloc_trim"):
+            libc.malloc_trim(0)
+
+
+class ModelControl:
+    """Loads and unloads versions of a repository's models in a running service."""
+
+    def __init__(
+        self,
+        repository: ModelRepository,
+        loader: EngineLoader,
+        settings: Settings,
+        metrics: Metrics,
+        served: list[LoadedModel],
+    ) -> None:
+        assert settings.model_repository is not None  # Settings refuses control without one
+        self.root = settings.model_repository
+        self.repository, self.loader = repository, loader
+        self.settings, self.metrics = settings, metrics
+        self._lock = asyncio.Lock()
+        # What each served version was loaded from, and what failed (not retried unchanged).
+        self._loaded: dict[Key, tuple[int, int]] = {}
+        for model in served:
+            if (found := _found(model.path)) is not None:
+                self._loaded[(model.name, model.version)] = found.signature
+        self._failed: dict[Key, tuple[int, int]] = {}
+        self._seen: dict[Key, tuple[int, int]] = dict(self._loaded)  # the last poll's view
+
+    # --- explicit ------------------------------------------------------------------------
+
+    async def load(self, name: str) -> None:
+        """Serve model `name` as its directory holds it now: new and changed versions
+        loaded, versions gone unloaded. ModelLoadFailed says which versions failed; the
+        others are served."""
+        async with self._lock:
+            model_dir = self.root / name
+            if not is_model_name(name) or not model_dir.is_dir():
+                raise ModelNotFound(f"the model repository has no model '{name:.80}'")
+            found = scan_model(model_dir)
+            if not found:
+                raise ModelLoadFailed(f"{model_dir}: no version directory holds {MODEL_FILE}")
+            failures = await self._follow(name, found, retry_failed=True)
+        if failures:
+            raise ModelLoadFailed(f"model '{name}': " + "; ".join(failures))
+
+    async def unload(self, name: str) -> None:
+        """Stop serving every version of model `name` (in-flight requests finish)."""
+        async with self._lock:
+            served = [p for p in self.repository if p.name == name]
+            if not served:
+                raise ModelNotFound(f"model '{name:.80}' is not loaded")
+            for pipeline in served:
+                await self._retire(pipeline, "unloaded")
+
+    # --- poll ----------------------------------------------------------------------------
+
+    async def poll(self) -> None:
+        """One look at the repository: stable new or changed versions loaded, versions
+        gone unloaded."""
+        async with self._lock:
+            found = scan(self.root)
+            stable = {k: f for k, f in found.items() if self._seen.get(k) == f.signature}
+            self._seen = {k: f.signature for k, f in found.items()}
+            for name in sorted({n for n, _ in stable}):
+                versions = {v: f for (n, v), f in stable.items() if n == name}
+                await self._follow(name, versions, retry_failed=False, removals=False)
+            for pipeline in list(self.repository):
+                if (pipeline.name, pipeline.version) not in found:
+                    await self._retire(pipeline, "removed from the repository")
+
+    async def run_polling(self) -> None:
+        """Poll every DENSENET_REPOSITORY_POLL_S until cancelled."""
+        while True:
+            await asyncio.sleep(self.settings.repository_poll_s)
+            try:
+                await self.poll()
+            except Exception:  # the next poll tries again; serving goes on
+                log.exception("model repository poll failed")
+
+    # --- both ----------------------------------------------------------------------------
+
+    async def _follow(
+        self, name: str, found: dict[int, Found], retry_failed: bool, removals: bool = True
+    ) -> list[str]:
+        failures = []
+        for version, file in sorted(found.items()):
+            key = (name, version)
+            if self._loaded.get(key) == file.signature:
+                continue
+            if not retry_failed and self._failed.get(key) == file.signature:
+                continue
+            if (reason := await self._load(key, file)) is not None:
+                failures.append(f"version {version}: {reason}")
+        if removals:
+            for pipeline in [p for p in self.repository if p.name == name]:
+                if pipeline.version not in found:
+                    await self._retire(pipeline, "its version directory was removed")
+        return failures
+
+    async def _load(self, key: Key, file: Found) -> str | None:
+        """Load and warm one version, then swap it in; the reason when it failed."""
+        name, version = key
+        old = next((p for p in self.repository if (p.name, p.version) == key), None)
+        if old is None:
+            self.repository.not_serving[key] = ("LOADING", "")
+        log.info("%s v%d: loading %s", name, version, file.path)
+        started = time.perf_counter()
+        try:
+            engine = await asyncio.to_thread(self.loader, file.path)
+            await self.repository.add(LoadedModel(name, version, file.path, engine))
+        except Exception as exc:
+            reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+            log.error("%s v%d: failed to load, %s: %s", name, version, _kept(old), reason)
+            if old is None:
+                self.repository.not_serving[key] = ("UNAVAILABLE", f"failed to load: {reason}")
+            self._failed[key] = file.signature
+            self.metrics.model_loads.labels(name, "failed").inc()
+            _return_memory()
+            return reason
+        took = time.perf_counter() - started
+        self.metrics.model_loads.labels(name, "loaded").inc()
+        self.metrics.model_load_seconds.labels(name).observe(took)
+        self._loaded[key] = file.signature
+        self._failed.pop(key, None)
+        log.info("%s v%d: serving (loaded and warmed in %.2f s)", name, version, took)
+        if old is not None:
+            await self._retire(old, "replaced by a new copy", count=False)
+        return None
+
+    async def _retire(self, pipeline: Pipeline, reason: str, count: bool = True) -> None:
+        key = (pipeline.name, pipeline.version)
+        log.info("%s v%d: unloading (%s)", *key, reason)
+        await self.repository.retire(pipeline, self.settings.shutdown_grace_s, reason)
+        if self.repository.find_version(*key) is None:
+            self._loaded.pop(key, None)
+        if count:
+            self.metrics.model_loads.labels(pipeline.name, "unloaded").inc()
+        _return_memory()
+        log.info("%s v%d: unloaded", *key)
+
+
+def _kept(old: Pipeline | None) -> str:
+    return "the version served before goes on" if old is not None else "nothing was served"

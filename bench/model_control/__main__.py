@@ -1,0 +1,3 @@
+from bench.model_control.study import main
+
+main()
