@@ -30,6 +30,10 @@ class Engine(Protocol):
 
     def run(self, batch: NDArray[np.float32]) -> NDArray[np.float32]: ...
 
+    def release_memory(self) -> None:
+        """Give the runtime's free memory back to the system (after another model was
+        unloaded); called on the inference device, like `run`."""
+
 
 def open_engine(path: Path, choice: EngineChoice, settings: Settings) -> Engine:
     """Load `path` in the runtime `choice` names (imported here: openvino only when used)."""

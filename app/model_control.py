@@ -8,7 +8,8 @@ DENSENET_REPOSITORY_POLL_S and the served versions follow it. Either way:
   load that fails leaves what was serving untouched and says why (the index, the log);
 - an unloaded or replaced version stops being found at once, the requests that found it
   finish (within the grace period), then everything that kept it alive is dropped and
-  the memory given back (`_return_memory`);
+  the memory given back (`_return_memory`: the runtime's arena shrunk, the C heap
+  trimmed);
 - polling reads a version only once its `model.onnx` has kept the same size and
   modification time for a whole poll interval, so a file still being copied is never
   read half-written (an atomic rename is picked up the same way, one interval later);
@@ -82,9 +83,9 @@ def scan(root: Path) -> dict[Key, Found]:
     return found
 
 
-def _return_memory() -> None:
-    """Free what the unloaded engine held now, and hand the allocator's free pages back to
-    the system (glibc keeps them otherwise)."""
+def _trim_heap() -> None:
+    """Free what an unloaded engine held now, and hand the C allocator's free pages back
+    to the system (glibc keeps them otherwise)."""
     gc.collect()
     name = ctypes.util.find_library("c")
     if name:
@@ -206,7 +207,7 @@ class ModelControl:
                 self.repository.not_serving[key] = ("UNAVAILABLE", f"failed to load: {reason}")
             self._failed[key] = file.signature
             self.metrics.model_loads.labels(name, "failed").inc()
-            _return_memory()
+            await self._return_memory()
             return reason
         took = time.perf_counter() - started
         self.metrics.model_loads.labels(name, "loaded").inc()
@@ -218,6 +219,11 @@ class ModelControl:
             await self._retire(old, "replaced by a new copy", count=False)
         return None
 
+    async def _return_memory(self) -> None:
+        _trim_heap()
+        await self.repository.release_memory()
+        _trim_heap()
+
     async def _retire(self, pipeline: Pipeline, reason: str, count: bool = True) -> None:
         key = (pipeline.name, pipeline.version)
         log.info("%s v%d: unloading (%s)", *key, reason)
@@ -226,7 +232,7 @@ class ModelControl:
             self._loaded.pop(key, None)
         if count:
             self.metrics.model_loads.labels(pipeline.name, "unloaded").inc()
-        _return_memory()
+        await self._return_memory()
         log.info("%s v%d: unloaded", *key)
 
 

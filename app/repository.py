@@ -205,6 +205,13 @@ class ModelRepository:
     def __iter__(self) -> Iterator[Pipeline]:
         return iter(sorted(self._pipelines.values(), key=lambda p: (p.name, p.version)))
 
+    async def release_memory(self) -> None:
+        """After an unload: the runtime's free memory back to the system (one engine's
+        call, on the inference device, between batches)."""
+        serving = next(iter(self), None)
+        if serving is not None:
+            await self.device.call(serving.engine.release_memory)
+
     def find_version(self, name: str, version: int) -> Pipeline | None:
         return self._pipelines.get((name, version))
 

@@ -26,6 +26,9 @@ class ControlledEngine:
         self.batch_sizes: list[int] = []
         self.started = threading.Event()  # set when a run begins
 
+    def release_memory(self) -> None:
+        self.inner.release_memory()
+
     def run(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
         self.started.set()
         if not self.gate.wait(timeout=30):

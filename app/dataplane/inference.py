@@ -36,8 +36,8 @@ SERVER_NAME = "densenet-serve"
 IMAGE_INPUT = "image"
 PLATFORM = "onnxruntime_onnx"
 LABEL_FILE = "labels.txt"
-# What `GET /v2` announces. Also served: POST /v2/repository/index (the read-only part of
-# the model repository extension; loading and unloading are not offered).
+# What `GET /v2` announces; "model_repository" joins them when model control is explicit
+# (POST /v2/repository/index is served in every mode).
 EXTENSIONS = ("binary_tensor_data", "classification", "model_configuration", "statistics")
 
 

@@ -103,6 +103,18 @@ class OnnxRuntimeEngine:
         (logits,) = self.session.run(None, {self.spec.input_name: batch})[:1]
         return np.asarray(logits, dtype=np.float32)
 
+    def release_memory(self) -> None:
+        """A batch-1 run that shrinks the shared CPU arena when it ends: the arena keeps
+        every chunk it ever grew to otherwise, so an unloaded model's weights and the
+        largest activations would stay resident (bench/results/model-control.md)."""
+        if self._bound is not None:
+            return  # CUDA: ONNX Runtime's GPU arena is the session's own, freed with it
+        options = ort.RunOptions()
+        options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        crop = self.spec.recipe.crop_size
+        zeros = np.zeros((1, 3, crop, crop), dtype=np.float32)
+        self.session.run(None, {self.spec.input_name: zeros}, options)
+
 
 @dataclass
 class _Binding:

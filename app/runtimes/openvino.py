@@ -87,6 +87,9 @@ class OpenVinoEngine:
         self._request = compiled.create_infer_request()
         self.providers: list[str] = ["openvino:CPU"]
 
+    def release_memory(self) -> None:
+        """Nothing to do: OpenVINO frees a compiled model's memory with the model."""
+
     def run(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
         """Logits [N, classes] for a batch [N, 3, H, W] (the batch is read in place)."""
         self._request.infer({0: np.ascontiguousarray(batch)}, share_inputs=True)

@@ -155,7 +155,11 @@ def report(result: dict[str, Any]) -> str:
         "",
         f"From cycle 1 to cycle {last['cycle']}: four loaded "
         f"{last['all_loaded_mib'] - first['all_loaded_mib']:+.1f} MiB, one loaded "
-        f"{last['one_loaded_mib'] - first['one_loaded_mib']:+.1f} MiB. Unloading three gives "
+        f"{last['one_loaded_mib'] - first['one_loaded_mib']:+.1f} MiB; from cycle 3 on, four "
+        f"loaded stays within {min(r['all_loaded_mib'] for r in rows[3:]):.0f}-"
+        f"{max(r['all_loaded_mib'] for r in rows[3:]):.0f} MiB and one loaded within "
+        f"{min(r['one_loaded_mib'] for r in rows[3:]):.0f}-"
+        f"{max(r['one_loaded_mib'] for r in rows[3:]):.0f}. Unloading three gives "
         f"back {held_by_three:.0f} MiB. Each load (file to warm): median "
         f"{statistics.median(memory['load_s']):.2f} s.",
         "",
