@@ -71,6 +71,8 @@ ENDPOINTS = [
     "POST /v2/models/{name}/infer",
     "POST /v2/models/{name}/versions/{version}/infer",
     "POST /v2/repository/index",
+    "POST /v2/repository/models/{name}/load",
+    "POST /v2/repository/models/{name}/unload",
 ]
 
 
