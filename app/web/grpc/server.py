@@ -20,7 +20,8 @@ from google.protobuf.message import DecodeError
 from app.config import Settings
 from app.dataplane import DataPlane
 from app.errors import MalformedRequest
-from app.web.grpc.service import Calls, Context, Health, InferenceService
+from app.web.grpc.health import Health
+from app.web.grpc.service import Calls, Context, InferenceService
 from app.web.grpc.stubs import grpc_service_pb2_grpc, health_pb2_grpc
 
 log = logging.getLogger("app")

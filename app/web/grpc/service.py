@@ -1,4 +1,4 @@
-"""`inference.GRPCInferenceService` and `grpc.health.v1.Health`: parse -> data plane -> message.
+"""`inference.GRPCInferenceService`: parse -> data plane -> message.
 
 Every call goes through `Calls.handle`: the request id (`x-request-id` metadata, or a
 fresh one; sent back in the trailing metadata), the API key where the REST front asks for
@@ -20,14 +20,13 @@ import grpc
 
 from app.dataplane import DataPlane, inference
 from app.dataplane.oip import InferenceResponse
-from app.errors import InternalError, MalformedRequest, NotFound, NotOffered, ServiceError
+from app.errors import InternalError, MalformedRequest, NotOffered, ServiceError
 from app.web.auth import check_bearer
 from app.web.errors import count
 from app.web.grpc import decode, encode
 from app.web.grpc.status import code_of, details_of, trailers_of
 from app.web.grpc.stubs import grpc_service_pb2 as pb
 from app.web.grpc.stubs import grpc_service_pb2_grpc as pb_grpc
-from app.web.grpc.stubs import health_pb2, health_pb2_grpc
 from app.web.request_ids import request_id_from
 
 log = logging.getLogger(__name__)
@@ -252,25 +251,3 @@ def _not_offered(method: str, why: str) -> Callable[..., Awaitable[None]]:
 
 for _method, _why in NOT_OFFERED.items():
     setattr(InferenceService, _method, _not_offered(_method, _why))
-
-
-class Health(health_pb2_grpc.HealthServicer):
-    """grpc.health.v1 Check, as Kubernetes gRPC probes ask it: SERVING while the service is
-    ready (models warm, not draining) for "" and the inference service, else NOT_SERVING;
-    NOT_FOUND for a service this server does not have (the health protocol's rule)."""
-
-    def __init__(self, dataplane: DataPlane) -> None:
-        self.dataplane = dataplane
-        self.calls = Calls(dataplane)
-
-    async def Check(
-        self, request: health_pb2.HealthCheckRequest, context: Context
-    ) -> health_pb2.HealthCheckResponse:
-        async def work(_: str) -> health_pb2.HealthCheckResponse:
-            if request.service not in ("", SERVICE_NAME):
-                raise NotFound(f"no service named {request.service!r:.80}")
-            statuses = health_pb2.HealthCheckResponse
-            status = statuses.SERVING if self.dataplane.ready else statuses.NOT_SERVING
-            return statuses(status=status)
-
-        return await self.calls.handle("Check", context, Key.NONE, work)
