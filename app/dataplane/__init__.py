@@ -171,12 +171,17 @@ class DataPlane:
         return self.control
 
     async def load_model(self, name: str) -> None:
-        """Load (or reload) model `name` from the repository; returns once it serves."""
-        await self._control().load(name)
+        """Load (or reload) model `name` from the repository; returns once it serves. A
+        drain waits for it, as for a request."""
+        control = self._control()
+        with self.drain.track():
+            await control.load(name)
 
     async def unload_model(self, name: str) -> None:
         """Unload every version of model `name`; returns once they are freed."""
-        await self._control().unload(name)
+        control = self._control()
+        with self.drain.track():
+            await control.unload(name)
 
     async def run(
         self,
