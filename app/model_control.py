@@ -21,17 +21,20 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import functools
 import gc
 import logging
+import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from app.config import Settings
+from app.engine import Engine
 from app.errors import ModelLoadFailed, ModelNotFound
 from app.metrics import Metrics
 from app.names import is_model_name, parse_version
-from app.pipeline import Pipeline
 from app.repository import MODEL_FILE, EngineLoader, LoadedModel, ModelRepository
 
 log = logging.getLogger(__name__)
@@ -69,29 +72,60 @@ def scan_model(model_dir: Path) -> dict[int, Found]:
     return versions
 
 
-def scan(root: Path) -> dict[Key, Found]:
-    """Every (model, version) with a model file under the repository directory."""
+def scan(root: Path) -> dict[Key, Found] | None:
+    """Every (model, version) with a model file under the repository directory; None when
+    the directory cannot be read (nothing is concluded from that)."""
     found: dict[Key, Found] = {}
     try:
         model_dirs = sorted(p for p in root.iterdir() if p.is_dir() and is_model_name(p.name))
     except OSError as exc:
         log.error("model repository %s cannot be read: %s", root, exc)
-        return found
+        return None
     for model_dir in model_dirs:
         for version, file in scan_model(model_dir).items():
             found[(model_dir.name, version)] = file
     return found
 
 
-def _trim_heap() -> None:
-    """Free what an unloaded engine held now, and hand the C allocator's free pages back
-    to the system (glibc keeps them otherwise)."""
-    gc.collect()
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
     name = ctypes.util.find_library("c")
-    if name:
-        libc = ctypes.CDLL(name)
-        if hasattr(libc, "malloc_trim"):
-            libc.malloc_trim(0)
+    trim = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    return trim
+
+
+def _trim_heap() -> None:
+    """Free what an unloaded engine held now (it sits in reference cycles), and hand the
+    C allocator's free pages back to the system (glibc keeps them otherwise)."""
+    gc.collect()
+    if (trim := _malloc_trim()) is not None:
+        trim(0)
+
+
+def _load_in_daemon_thread(loader: EngineLoader, path: Path) -> asyncio.Future[Engine]:
+    """The loader on a thread of its own that does not hold the process's exit (the
+    default executor's threads are joined at exit: a slow load would outlast the grace)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Engine] = loop.create_future()
+
+    def settle(result: Engine | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        try:
+            engine = loader(path)
+        except BaseException as exc:
+            loop.call_soon_threadsafe(settle, None, exc)
+        else:
+            loop.call_soon_threadsafe(settle, engine, None)
+
+    threading.Thread(target=run, name="model-load", daemon=True).start()
+    return future
 
 
 class ModelControl:
@@ -117,6 +151,21 @@ class ModelControl:
                 self._loaded[(model.name, model.version)] = found.signature
         self._failed: dict[Key, tuple[int, int]] = {}
         self._seen: dict[Key, tuple[int, int]] = dict(self._loaded)  # the last poll's view
+        self._absent: set[Key] = set()  # served versions the last poll did not find
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def _shielded(self, operation: Awaitable[None]) -> None:
+        """Run a load or unload to its end even when its caller goes away (a client's
+        deadline): half-done, it would leave a version neither served nor freed."""
+        task = asyncio.ensure_future(operation)
+        self._running.add(task)
+        task.add_done_callback(self._finished)
+        await asyncio.shield(task)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        if not task.cancelled():
+            task.exception()  # read, so that an abandoned operation's error is not "lost"
 
     # --- explicit ------------------------------------------------------------------------
 
@@ -124,6 +173,13 @@ class ModelControl:
         """Serve model `name` as its directory holds it now: new and changed versions
         loaded, versions gone unloaded. ModelLoadFailed says which versions failed; the
         others are served."""
+        await self._shielded(self._load_model(name))
+
+    async def unload(self, name: str) -> None:
+        """Stop serving every version of model `name` (in-flight requests finish)."""
+        await self._shielded(self._unload_model(name))
+
+    async def _load_model(self, name: str) -> None:
         async with self._lock:
             model_dir = self.root / name
             if not is_model_name(name) or not model_dir.is_dir():
@@ -132,17 +188,18 @@ class ModelControl:
             if not found:
                 raise ModelLoadFailed(f"{model_dir}: no version directory holds {MODEL_FILE}")
             failures = await self._follow(name, found, retry_failed=True)
+            await self._return_memory()
         if failures:
             raise ModelLoadFailed(f"model '{name}': " + "; ".join(failures))
 
-    async def unload(self, name: str) -> None:
-        """Stop serving every version of model `name` (in-flight requests finish)."""
+    async def _unload_model(self, name: str) -> None:
         async with self._lock:
-            served = [p for p in self.repository if p.name == name]
-            if not served:
+            versions = [p.version for p in self.repository if p.name == name]
+            if not versions:
                 raise ModelNotFound(f"model '{name:.80}' is not loaded")
-            for pipeline in served:
-                await self._retire(pipeline, "unloaded")
+            for version in versions:
+                await self._retire(name, version, "unloaded")
+            await self._return_memory()
 
     # --- poll ----------------------------------------------------------------------------
 
@@ -151,14 +208,22 @@ class ModelControl:
         gone unloaded."""
         async with self._lock:
             found = scan(self.root)
+            if found is None:
+                return
             stable = {k: f for k, f in found.items() if self._seen.get(k) == f.signature}
             self._seen = {k: f.signature for k, f in found.items()}
             for name in sorted({n for n, _ in stable}):
                 versions = {v: f for (n, v), f in stable.items() if n == name}
                 await self._follow(name, versions, retry_failed=False, removals=False)
-            for pipeline in list(self.repository):
-                if (pipeline.name, pipeline.version) not in found:
-                    await self._retire(pipeline, "removed from the repository")
+            # Gone from two polls in a row, not one: a directory being renamed, or one
+            # listing that failed, does not unload a model.
+            absent = {(p.name, p.version) for p in self.repository} - set(found)
+            for name, version in sorted(absent & self._absent):
+                await self._retire(name, version, "removed from the repository")
+            self._absent = absent
+            for key in [k for k in self.repository.not_serving if k not in found]:
+                del self.repository.not_serving[key]  # nothing left to say about it
+            await self._return_memory()
 
     async def run_polling(self) -> None:
         """Poll every DENSENET_REPOSITORY_POLL_S until cancelled."""
@@ -184,30 +249,33 @@ class ModelControl:
             if (reason := await self._load(key, file)) is not None:
                 failures.append(f"version {version}: {reason}")
         if removals:
-            for pipeline in [p for p in self.repository if p.name == name]:
-                if pipeline.version not in found:
-                    await self._retire(pipeline, "its version directory was removed")
+            for version in [p.version for p in self.repository if p.name == name]:
+                if version not in found:
+                    await self._retire(name, version, "its version directory was removed")
+            for key in [k for k in self.repository.not_serving if k[0] == name]:
+                if key[1] not in found:
+                    del self.repository.not_serving[key]
         return failures
 
     async def _load(self, key: Key, file: Found) -> str | None:
         """Load and warm one version, then swap it in; the reason when it failed."""
         name, version = key
-        old = next((p for p in self.repository if (p.name, p.version) == key), None)
-        if old is None:
+        serving = self.repository.find_version(name, version) is not None
+        if not serving:
             self.repository.not_serving[key] = ("LOADING", "")
         log.info("%s v%d: loading %s", name, version, file.path)
         started = time.perf_counter()
         try:
-            engine = await asyncio.to_thread(self.loader, file.path)
-            await self.repository.add(LoadedModel(name, version, file.path, engine))
+            engine = await _load_in_daemon_thread(self.loader, file.path)
+            old = await self.repository.add(LoadedModel(name, version, file.path, engine))
         except Exception as exc:
             reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-            log.error("%s v%d: failed to load, %s: %s", name, version, _kept(old), reason)
-            if old is None:
+            kept = "the copy served before goes on" if serving else "nothing was served"
+            log.error("%s v%d: failed to load, %s: %s", name, version, kept, reason)
+            if not serving:
                 self.repository.not_serving[key] = ("UNAVAILABLE", f"failed to load: {reason}")
             self._failed[key] = file.signature
             self.metrics.model_loads.labels(name, "failed").inc()
-            await self._return_memory()
             return reason
         took = time.perf_counter() - started
         self.metrics.model_loads.labels(name, "loaded").inc()
@@ -216,25 +284,26 @@ class ModelControl:
         self._failed.pop(key, None)
         log.info("%s v%d: serving (loaded and warmed in %.2f s)", name, version, took)
         if old is not None:
-            await self._retire(old, "replaced by a new copy", count=False)
+            log.info("%s v%d: retiring the copy it replaced", name, version)
+            await self.repository.retire(old, self.settings.shutdown_grace_s, "replaced")
         return None
 
     async def _return_memory(self) -> None:
-        _trim_heap()
-        await self.repository.release_memory()
-        _trim_heap()
+        """After loads and unloads, once their callers hold no retired pipeline: the
+        runtime's free memory and the C heap's free pages back to the system."""
+        try:
+            await asyncio.to_thread(_trim_heap)
+            await self.repository.release_memory()
+            await asyncio.to_thread(_trim_heap)
+        except Exception:  # the change itself is done; this only returns memory sooner
+            log.exception("giving memory back after a model change failed")
 
-    async def _retire(self, pipeline: Pipeline, reason: str, count: bool = True) -> None:
-        key = (pipeline.name, pipeline.version)
-        log.info("%s v%d: unloading (%s)", *key, reason)
+    async def _retire(self, name: str, version: int, reason: str) -> None:
+        pipeline = self.repository.find_version(name, version)
+        if pipeline is None:
+            return
+        log.info("%s v%d: unloading (%s)", name, version, reason)
+        self._loaded.pop((name, version), None)  # first: a cancelled unload reloads
         await self.repository.retire(pipeline, self.settings.shutdown_grace_s, reason)
-        if self.repository.find_version(*key) is None:
-            self._loaded.pop(key, None)
-        if count:
-            self.metrics.model_loads.labels(pipeline.name, "unloaded").inc()
-        await self._return_memory()
-        log.info("%s v%d: unloaded", *key)
-
-
-def _kept(old: Pipeline | None) -> str:
-    return "the version served before goes on" if old is not None else "nothing was served"
+        self.metrics.model_loads.labels(name, "unloaded").inc()
+        log.info("%s v%d: unloaded", name, version)

@@ -97,8 +97,7 @@ class Pipeline:
         self.warmed_up = False
         self.warmup_failed = False
         self._metrics.queue_limit.set(settings.max_queue_size)
-        self._metrics.admitted_images.set_function(lambda: self.admitted)
-        self._metrics.ready.set_function(lambda: 1 if self.ready else 0)
+        self.claim_series()
         self._description = ModelDescription.of(
             name, version, engine, settings, self.max_batch_size, self.warnings
         )
@@ -110,6 +109,12 @@ class Pipeline:
         self._holders = 0  # requests that found this version and are not answered yet
         self._unheld = asyncio.Event()
         self._unheld.set()
+
+    def claim_series(self) -> None:
+        """Point this version's gauges at this pipeline (a new copy of the same version
+        shares its series; a failed one hands them back to the copy still serving)."""
+        self._metrics.admitted_images.set_function(lambda: self.admitted)
+        self._metrics.ready.set_function(lambda: 1 if self.ready else 0)
 
     def describe(self) -> ModelDescription:
         """What this model version is (fixed once loaded)."""
@@ -290,11 +295,18 @@ class Pipeline:
             return False
         return True
 
-    def release(self) -> None:
-        """After close: drop the series and the queue share that keep this version (and
-        through them its engine) alive."""
+    def release(self, serving: Pipeline | None = None) -> None:
+        """After close: leave the queue share and drop the series, which keep this version
+        (and through them its engine) alive; when another copy of the same version is
+        `serving`, the series are its own now and stay."""
         self._queue.members.remove(self)
-        self._all_metrics.forget_model(self.name, self.version, self._info)
+        if serving is None:
+            self._all_metrics.forget_model(self.name, self.version, self._info)
+            return
+        serving.claim_series()
+        if serving._info != self._info:
+            labels = (self.name, str(self.version), *self._info)
+            self._all_metrics.model_info.remove(*labels)
 
     def stop_waiting(self) -> None:
         self.batcher.stop_waiting()

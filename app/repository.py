@@ -169,10 +169,10 @@ class ModelRepository:
             queue,
         )
 
-    async def add(self, model: LoadedModel) -> Pipeline:
-        """Start and warm a new version, then let it take requests (replacing a loaded
-        pipeline of the same version, which the caller retires). Nothing sees it before
-        it is warm; a failed warm-up leaves it out."""
+    async def add(self, model: LoadedModel) -> Pipeline | None:
+        """Start and warm a new version, then let it take requests. Nothing sees it before
+        it is warm; a failed warm-up leaves it out. Returns the copy of the same version it
+        replaced, for the caller to retire."""
         pipeline = self._pipeline(model)
         pipeline.start()
         try:
@@ -180,11 +180,13 @@ class ModelRepository:
         except BaseException:
             pipeline.abort(ShuttingDown("the version failed to load"))
             await pipeline.close()
-            pipeline.release()
+            pipeline.release(self.find_version(model.name, model.version))
             raise
-        self._pipelines[(model.name, model.version)] = pipeline
-        self.not_serving.pop((model.name, model.version), None)
-        return pipeline
+        key = (model.name, model.version)
+        replaced = self._pipelines.get(key)
+        self._pipelines[key] = pipeline
+        self.not_serving.pop(key, None)
+        return replaced
 
     async def retire(self, pipeline: Pipeline, grace_s: float, reason: str) -> None:
         """Stop finding `pipeline`, let the requests that found it finish (within
@@ -200,7 +202,7 @@ class ModelRepository:
             pipeline.abort(NotReady(f"model {key[0]} version {key[1]} was unloaded"))
         pipeline.stop_waiting()
         await pipeline.close()
-        pipeline.release()
+        pipeline.release(self._pipelines.get(key))
 
     def __iter__(self) -> Iterator[Pipeline]:
         return iter(sorted(self._pipelines.values(), key=lambda p: (p.name, p.version)))

@@ -9,7 +9,7 @@ import pytest
 
 from app.dataplane import inference
 from app.dataplane.oip import MAX_BYTES_ELEMENTS, InferenceResponse, OutputTensor
-from app.errors import MalformedRequest
+from app.errors import InvalidParameter, MalformedRequest
 from app.web.grpc import decode, encode
 from app.web.grpc.stubs import grpc_service_pb2 as pb
 
@@ -146,3 +146,17 @@ def test_binary_data_size_must_be_the_raw_contents_size() -> None:
     request.inputs[0].parameters["binary_data_size"].int64_param = 8
     with pytest.raises(MalformedRequest, match="binary_data_size 8 is not the size"):
         decode.decode_request(request)
+
+
+def test_a_timeout_of_zero_means_none_as_in_triton() -> None:
+    request = request_with(("input", "FP32", [1]), raw=[b"\0" * 4])
+    request.parameters["timeout"].int64_param = 0
+    assert decode.timeout_s(request) is None
+
+
+def test_typed_numbers_other_than_fp32_are_refused_unconverted() -> None:
+    request = request_with(("input", "INT64", [3]))
+    request.inputs[0].contents.int64_contents.extend([1, 2, 3])
+    assert decode.held_bytes(request) == request.ByteSize() + 24
+    with pytest.raises(InvalidParameter, match="must be FP32"):
+        decode.check(request)

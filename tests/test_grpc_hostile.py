@@ -73,6 +73,13 @@ def classification(k: int) -> bytes:
     return request.SerializeToString()
 
 
+def typed_integers() -> bytes:
+    """Small integers as varints: a message that parses to 8 times its size."""
+    request = infer(("input", "INT64", [100_000]))
+    request.inputs[0].contents.int64_contents.extend([1] * 100_000)
+    return request.SerializeToString()
+
+
 def typed_mismatch() -> bytes:
     request = infer(("input", "FP32", [2]))
     request.inputs[0].contents.int_contents.extend([1, 2])
@@ -155,6 +162,7 @@ def corpus() -> list[Call]:
             "unknown datatype",
         ),
         Call("typed contents in the wrong field", typed_mismatch(), INVALID, "fp32_contents"),
+        Call("typed integers", typed_integers(), INVALID, "must be FP32"),
         Call(
             "NaN tensor",
             infer(("input", "FP32", [1, 3, 224, 224]), raw=[nan]).SerializeToString(),

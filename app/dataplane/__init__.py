@@ -112,13 +112,14 @@ class DataPlane:
         """Whether metadata and configuration list the `image` input beside the tensor."""
         return self.settings.v2_metadata_inputs == "both"
 
-    def model_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
-        """A model's metadata: every version it has, or just the one named."""
+    def model_metadata(self, name: str | None, version: str | None = None) -> dict[str, Any]:
+        """A model's metadata (the default model's without a name): every version it has,
+        or just the one named."""
         pipeline = self.find(name, version)
         versions = [pipeline.version] if version else self.models().versions(pipeline.name)
         return inference.model_metadata(pipeline.describe(), versions, self.lists_image_input)
 
-    def model_config(self, name: str, version: str | None = None) -> dict[str, Any]:
+    def model_config(self, name: str | None, version: str | None = None) -> dict[str, Any]:
         return inference.model_config(self.find(name, version).describe(), self.lists_image_input)
 
     def model_statistics(

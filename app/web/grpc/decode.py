@@ -31,7 +31,7 @@ from app.dataplane.oip import (
     RequestedOutput,
     split_bytes,
 )
-from app.errors import MalformedRequest
+from app.errors import InvalidParameter, MalformedRequest
 from app.web.grpc.stubs.grpc_service_pb2 import InferParameter, ModelInferRequest
 
 # Where each datatype's typed contents go (InferTensorContents); FP16 has none (raw only).
@@ -49,6 +49,8 @@ CONTENTS_FIELDS = {
     "FP64": "fp64_contents",
     BYTES: "bytes_contents",
 }
+# Datatypes with no typed contents field: refused where they are read (raw only).
+NOT_TYPED = ("FP16", "BF16")
 # Typed contents this many elements or more are converted off the event loop.
 OFF_LOOP_ELEMENTS = 64 * 1024
 # Request parameters understood: Triton's `timeout` (microseconds), honoured as a deadline;
@@ -167,23 +169,39 @@ def _outputs(request: ModelInferRequest) -> list[RequestedOutput] | None:
 
 
 def timeout_s(request: ModelInferRequest) -> float | None:
-    """The request's own `timeout` parameter (microseconds), in seconds."""
+    """The request's own `timeout` parameter (microseconds), in seconds; 0 means none, as
+    in Triton."""
     if "timeout" not in request.parameters:
         return None
     value = _value(request.parameters["timeout"])
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise MalformedRequest("parameter 'timeout' must be a non-negative integer (microseconds)")
-    return value / 1e6
+    return value / 1e6 if value else None
 
 
 def check(request: ModelInferRequest) -> None:
-    """What is refused before the request is admitted: counts and names."""
+    """What is refused before the request is admitted: counts, names, and typed numbers
+    other than FP32 (no model input here takes them: they are not converted at all)."""
     if len(request.inputs) > MAX_TENSORS or len(request.outputs) > MAX_TENSORS:
         raise MalformedRequest(f"at most {MAX_TENSORS} inputs and {MAX_TENSORS} outputs")
+    if not request.raw_input_contents:
+        for tensor in request.inputs:
+            if tensor.datatype not in ("FP32", BYTES, *NOT_TYPED):
+                raise InvalidParameter(
+                    f"input '{tensor.name[:MAX_NAME_CHARS]}' must be FP32 (the model's tensor) "
+                    f"or BYTES (encoded images), not {tensor.datatype[:16]}"
+                )
     if len(request.id) > MAX_NAME_CHARS or len(request.model_version) > MAX_VERSION_CHARS:
         raise MalformedRequest("the request id or model version is too long")
     _refuse_unknown("request", request.parameters, REQUEST_PARAMETERS)
     timeout_s(request)
+
+
+def held_bytes(request: ModelInferRequest) -> int:
+    """What the parsed message holds in memory, at most: its size on the wire, plus up to
+    8 bytes for each typed number (protobuf keeps a repeated varint in 4 or 8 bytes, so a
+    message of small integers parses to up to 8 times its size)."""
+    return request.ByteSize() + 8 * typed_elements(request)
 
 
 def typed_elements(request: ModelInferRequest) -> int:

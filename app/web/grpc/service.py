@@ -162,7 +162,8 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelMetadataRequest, context: Context
     ) -> pb.ModelMetadataResponse:
         async def work(_: str) -> pb.ModelMetadataResponse:
-            document = self.dataplane.model_metadata(request.name, request.version or None)
+            name, version = request.name or None, request.version or None
+            document = self.dataplane.model_metadata(name, version)
             return encode.model_metadata(document)
 
         return await self.calls.handle("ModelMetadata", context, Key.OPS, work)
@@ -171,7 +172,8 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelConfigRequest, context: Context
     ) -> pb.ModelConfigResponse:
         async def work(_: str) -> pb.ModelConfigResponse:
-            document = self.dataplane.model_config(request.name, request.version or None)
+            name, version = request.name or None, request.version or None
+            document = self.dataplane.model_config(name, version)
             return encode.model_config(document)
 
         return await self.calls.handle("ModelConfig", context, Key.OPS, work)
@@ -225,7 +227,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             decode.check(request)
             pipeline = dataplane.admit(request.model_name or None, request.model_version or None)
             with dataplane.track(pipeline), dataplane.uploads.holding() as hold:
-                hold(request.ByteSize())
+                hold(decode.held_bytes(request))
 
                 async def decode_and_infer() -> InferenceResponse:
                     if decode.typed_elements(request) >= decode.OFF_LOOP_ELEMENTS:

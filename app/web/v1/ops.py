@@ -50,11 +50,13 @@ async def metrics(dataplane: DataPlaneDep) -> Response:
 def _info(dataplane: DataPlane, pipeline: Pipeline) -> ModelInfo:
     about, repository = pipeline.describe(), dataplane.models()
     recipe = about.recipe
+    latest = repository.versions(about.name)[-1] == about.version
     return ModelInfo(
         name=about.name,
         version=about.version,
-        latest=repository.versions(about.name)[-1] == about.version,
-        default=repository.find() is pipeline,
+        latest=latest,
+        # Not find(): with model control the default model may be unloaded.
+        default=latest and about.name == repository.default_name,
         ready=pipeline.ready,
         arch=about.arch,
         weights=about.weights,
