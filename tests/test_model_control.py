@@ -281,3 +281,23 @@ def test_ten_unload_and_load_cycles_give_the_memory_back(tiny_model: Path, tmp_p
         grown = resident_mib(process) - settled
         assert grown < 20, f"RSS grew {grown:.1f} MiB over ten cycles"
         assert len(httpx.get(f"{url}/models").json()["models"]) == 4
+
+
+def test_a_new_copy_of_a_version_keeps_its_series_and_a_failed_one_changes_nothing(
+    tiny_model: Path, tiny_random_model: Path, tmp_path: Path
+) -> None:
+    root = repository(tmp_path / "repo", tiny_model, ("tiny", 1))
+    ready = 'classifier_model_ready{model="tiny",version="1"}'
+    with running(None, model_repository=root, model_control="explicit", api_key=KEY) as (_, url):
+        before = httpx.post(f"{url}/classify", files={"file": images.jpeg()}, headers=AUTH)
+        shutil.copy(tiny_random_model, root / "tiny" / "1" / "model.onnx")  # a new copy
+        load = f"{url}/v2/repository/models/tiny/load"
+        assert httpx.post(load, headers=AUTH).status_code == 200
+        after = httpx.post(f"{url}/classify", files={"file": images.jpeg()}, headers=AUTH)
+        assert before.json()["predictions"] != after.json()["predictions"]  # the new copy
+        assert metric(url, ready) == 1
+        (root / "tiny" / "1" / "model.onnx").write_bytes(b"a broken copy")
+        assert httpx.post(load, headers=AUTH).status_code == 409
+        assert metric(url, ready) == 1  # the copy serving still has its series
+        again = httpx.post(f"{url}/classify", files={"file": images.jpeg()}, headers=AUTH)
+        assert again.json()["predictions"] == after.json()["predictions"]
