@@ -153,6 +153,7 @@ class ModelControl:
         self._seen: dict[Key, tuple[int, int]] = dict(self._loaded)  # the last poll's view
         self._absent: set[Key] = set()  # served versions the last poll did not find
         self._running: set[asyncio.Task[None]] = set()
+        self._released = False  # a version was retired or failed since memory was returned
 
     async def _shielded(self, operation: Awaitable[None]) -> None:
         """Run a load or unload to its end even when its caller goes away (a client's
@@ -276,6 +277,7 @@ class ModelControl:
                 self.repository.not_serving[key] = ("UNAVAILABLE", f"failed to load: {reason}")
             self._failed[key] = file.signature
             self.metrics.model_loads.labels(name, "failed").inc()
+            self._released = True
             return reason
         took = time.perf_counter() - started
         self.metrics.model_loads.labels(name, "loaded").inc()
@@ -286,11 +288,16 @@ class ModelControl:
         if old is not None:
             log.info("%s v%d: retiring the copy it replaced", name, version)
             await self.repository.retire(old, self.settings.shutdown_grace_s, "replaced")
+            self._released = True
         return None
 
     async def _return_memory(self) -> None:
         """After loads and unloads, once their callers hold no retired pipeline: the
-        runtime's free memory and the C heap's free pages back to the system."""
+        runtime's free memory and the C heap's free pages back to the system (nothing to
+        do when only new versions were added)."""
+        if not self._released:
+            return
+        self._released = False
         try:
             await asyncio.to_thread(_trim_heap)
             await self.repository.release_memory()
@@ -305,5 +312,6 @@ class ModelControl:
         log.info("%s v%d: unloading (%s)", name, version, reason)
         self._loaded.pop((name, version), None)  # first: a cancelled unload reloads
         await self.repository.retire(pipeline, self.settings.shutdown_grace_s, reason)
+        self._released = True
         self.metrics.model_loads.labels(name, "unloaded").inc()
         log.info("%s v%d: unloaded", name, version)
