@@ -200,7 +200,7 @@ def test_open_loop_overload_sheds_with_503_and_loses_nothing(tiny_model: Path) -
         baseline = rss_mb(process.pid)
         classified_before = metric(url, CLASSIFIED) or 0
         runs = []
-        for _ in range(3):
+        for _ in range(4):
             start = time.monotonic()
             responses = asyncio.run(burst(rate, 3))
             statuses = [r.status_code for r in responses]
@@ -220,9 +220,10 @@ def test_open_loop_overload_sheds_with_503_and_loses_nothing(tiny_model: Path) -
             runs.append(rss_mb(process.pid))
         print(f"RSS {baseline:.1f} MiB before, {[round(r, 1) for r in runs]} after each flood")
         # Memory is bounded by the queue, not by the number of requests: the allocator may
-        # step up once (seen: +16 MiB after the second flood), then a further flood as long
-        # as the others adds next to nothing.
-        assert runs[2] - runs[1] < max(10.0, 0.5 * (runs[1] - baseline))
+        # step up once, after any flood (seen: +16 MiB after the second, +31 MiB after the
+        # third), but a leak per request would grow it at every flood alike.
+        steps = sorted(b - a for a, b in zip([baseline, *runs], runs, strict=False))
+        assert steps[-2] < 10.0, f"RSS grew at more than one flood: {steps}"
         assert httpx.get(f"{url}/health/ready").status_code == 200
 
 
