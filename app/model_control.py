@@ -19,6 +19,7 @@ DENSENET_REPOSITORY_POLL_S and the served versions follow it. Either way:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import ctypes
 import ctypes.util
 import functools
@@ -105,27 +106,17 @@ def _trim_heap() -> None:
 def _load_in_daemon_thread(loader: EngineLoader, path: Path) -> asyncio.Future[Engine]:
     """The loader on a thread of its own that does not hold the process's exit (the
     default executor's threads are joined at exit: a slow load would outlast the grace)."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[Engine] = loop.create_future()
-
-    def settle(result: Engine | None, error: BaseException | None) -> None:
-        if future.done():
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)  # type: ignore[arg-type]
+    future: concurrent.futures.Future[Engine] = concurrent.futures.Future()
 
     def run() -> None:
-        try:
-            engine = loader(path)
-        except BaseException as exc:
-            loop.call_soon_threadsafe(settle, None, exc)
-        else:
-            loop.call_soon_threadsafe(settle, engine, None)
+        if future.set_running_or_notify_cancel():
+            try:
+                future.set_result(loader(path))
+            except BaseException as exc:
+                future.set_exception(exc)
 
     threading.Thread(target=run, name="model-load", daemon=True).start()
-    return future
+    return asyncio.wrap_future(future)
 
 
 class ModelControl:
@@ -222,8 +213,7 @@ class ModelControl:
             for name, version in sorted(absent & self._absent):
                 await self._retire(name, version, "removed from the repository")
             self._absent = absent
-            for key in [k for k in self.repository.not_serving if k not in found]:
-                del self.repository.not_serving[key]  # nothing left to say about it
+            self.repository.forget_not_serving(lambda key: key not in found)
             await self._return_memory()
 
     async def run_polling(self) -> None:
@@ -253,9 +243,7 @@ class ModelControl:
             for version in [p.version for p in self.repository if p.name == name]:
                 if version not in found:
                     await self._retire(name, version, "its version directory was removed")
-            for key in [k for k in self.repository.not_serving if k[0] == name]:
-                if key[1] not in found:
-                    del self.repository.not_serving[key]
+            self.repository.forget_not_serving(lambda key: key[0] == name and key[1] not in found)
         return failures
 
     async def _load(self, key: Key, file: Found) -> str | None:

@@ -188,6 +188,11 @@ class ModelRepository:
         self.not_serving.pop(key, None)
         return replaced
 
+    def forget_not_serving(self, gone: Callable[[tuple[str, int]], bool]) -> None:
+        """Drop what the index says of versions no longer in the repository (`gone`)."""
+        for key in [key for key in self.not_serving if gone(key)]:
+            del self.not_serving[key]
+
     async def retire(self, pipeline: Pipeline, grace_s: float, reason: str) -> None:
         """Stop finding `pipeline`, let the requests that found it finish (within
         `grace_s`; then they are refused), stop its batcher and drop every reference the

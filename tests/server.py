@@ -108,6 +108,14 @@ def read_response(sock: socket.socket, timeout_s: float = 10) -> tuple[bytes, bo
     return data, True
 
 
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """A process's resident memory (VmRSS), or its peak since the last reset (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no {field} for process {pid}")
+
+
 def wait_until(condition: Callable[[], object], timeout_s: float = 30, what: str = "") -> None:
     """Poll `condition` until true; fail (not hang) after `timeout_s`."""
     deadline = time.monotonic() + timeout_s

@@ -157,6 +157,6 @@ def test_a_timeout_of_zero_means_none_as_in_triton() -> None:
 def test_typed_numbers_other_than_fp32_are_refused_unconverted() -> None:
     request = request_with(("input", "INT64", [3]))
     request.inputs[0].contents.int64_contents.extend([1, 2, 3])
-    assert decode.held_bytes(request) == request.ByteSize() + 24
+    assert decode.held_bytes(request, decode.typed_elements(request)) == request.ByteSize() + 24
     with pytest.raises(InvalidParameter, match="must be FP32"):
         decode.check(request)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2
 
-from tests.server import Server, running
+from tests.server import Server, rss_mb, running
 
 pytestmark = pytest.mark.slow
 MODEL = "densenet-tiny"
@@ -266,13 +266,6 @@ def send(channel: grpc.Channel, call: Call) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.OK, ""
 
 
-def resident_mib(process: Server) -> float:
-    for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
-
-
 @pytest.mark.parametrize("call", corpus(), ids=lambda c: c.name)
 def test_each_call_gets_a_clean_status(
     channel: grpc.Channel, server: tuple[Server, str], call: Call
@@ -292,10 +285,10 @@ def test_a_stream_of_tiny_requests_leaves_the_server_ready(
     tiny = [Call("empty", b"", INVALID), Call("garbage", b"\x08", INVALID)]
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(lambda i: send(channel, tiny[i % 2]), range(500)))  # allocator warm
-        before = resident_mib(process)
+        before = rss_mb(process.pid)
         answers = list(pool.map(lambda i: send(channel, tiny[i % 2])[0], range(4000)))
     assert set(answers) == {INVALID}
-    assert resident_mib(process) - before < 32
+    assert rss_mb(process.pid) - before < 32
     assert httpx.get(f"{url}/health/ready").status_code == 200
     assert "Traceback" not in process.output()
 

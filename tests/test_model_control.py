@@ -18,7 +18,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from tests import images
-from tests.server import Server, metric, running, wait_until
+from tests.server import metric, rss_mb, running, wait_until
 from tests.slow_model import calibrated_slow_model
 
 pytestmark = pytest.mark.slow
@@ -246,13 +246,6 @@ def test_poll_mode_follows_the_repository_while_traffic_runs(
         assert "tiny v2: unloading (removed from the repository)" in output
 
 
-def resident_mib(process: Server) -> float:
-    for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
-
-
 def test_ten_unload_and_load_cycles_give_the_memory_back(tiny_model: Path, tmp_path: Path) -> None:
     names = ["a", "b", "c", "d"]
     root = repository(tmp_path / "repo", tiny_model, *[(n, 1) for n in names])
@@ -275,10 +268,10 @@ def test_ten_unload_and_load_cycles_give_the_memory_back(tiny_model: Path, tmp_p
                 )
 
         cycle()  # the first cycle settles what stays allocated for good
-        settled = resident_mib(process)
+        settled = rss_mb(process.pid)
         for _ in range(10):
             cycle()
-        grown = resident_mib(process) - settled
+        grown = rss_mb(process.pid) - settled
         assert grown < 20, f"RSS grew {grown:.1f} MiB over ten cycles"
         assert len(httpx.get(f"{url}/models").json()["models"]) == 4
 

@@ -25,17 +25,11 @@ from tests import hostile, images
 from tests.conftest import load_engine, settings_for
 from tests.conftest import wait_until as async_wait_until
 from tests.engines import ControlledEngine
-from tests.server import free_port, running, wait_until
+from tests.server import free_port, rss_mb, running, wait_until
 
 pytestmark = pytest.mark.slow
 MB = 1024 * 1024
 JPEG = images.jpeg(200, 150)
-
-
-def rss_mb(pid: int, field: str = "VmRSS") -> float:
-    """Resident memory (VmRSS) or its peak since the last reset (VmHWM), in MiB."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(rf"^{field}:\s+(\d+) kB", status, re.MULTILINE)[1]) / 1024  # type: ignore[index]
 
 
 def reset_peak_rss(pid: int) -> None:

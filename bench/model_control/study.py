@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 
 from bench import machine, servers
+from bench.memory_options import proc_status_mb
 from bench.photos import make_photos
 from bench.runner import prepare_model
 
@@ -34,10 +35,7 @@ ARCHS = ("densenet121", "densenet169", "densenet201", "densenet161")
 
 
 def rss_mib(server: servers.Server) -> float:
-    for line in Path(f"/proc/{server.process.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
+    return proc_status_mb("VmRSS", str(server.process.pid))
 
 
 def build_repository(workdir: Path, quick: bool) -> tuple[Path, list[str]]:

@@ -179,9 +179,10 @@ def timeout_s(request: ModelInferRequest) -> float | None:
     return value / 1e6 if value else None
 
 
-def check(request: ModelInferRequest) -> None:
+def check(request: ModelInferRequest) -> float | None:
     """What is refused before the request is admitted: counts, names, and typed numbers
-    other than FP32 (no model input here takes them: they are not converted at all)."""
+    other than FP32 (no model input here takes them: they are not converted at all).
+    Returns the request's own timeout (`timeout_s`)."""
     if len(request.inputs) > MAX_TENSORS or len(request.outputs) > MAX_TENSORS:
         raise MalformedRequest(f"at most {MAX_TENSORS} inputs and {MAX_TENSORS} outputs")
     if not request.raw_input_contents:
@@ -194,14 +195,14 @@ def check(request: ModelInferRequest) -> None:
     if len(request.id) > MAX_NAME_CHARS or len(request.model_version) > MAX_VERSION_CHARS:
         raise MalformedRequest("the request id or model version is too long")
     _refuse_unknown("request", request.parameters, REQUEST_PARAMETERS)
-    timeout_s(request)
+    return timeout_s(request)
 
 
-def held_bytes(request: ModelInferRequest) -> int:
+def held_bytes(request: ModelInferRequest, typed: int) -> int:
     """What the parsed message holds in memory, at most: its size on the wire, plus up to
-    8 bytes for each typed number (protobuf keeps a repeated varint in 4 or 8 bytes, so a
-    message of small integers parses to up to 8 times its size)."""
-    return request.ByteSize() + 8 * typed_elements(request)
+    8 bytes for each of its `typed` numbers (protobuf keeps a repeated varint in 4 or 8
+    bytes, so a message of small integers parses to up to 8 times its size)."""
+    return request.ByteSize() + 8 * typed
 
 
 def typed_elements(request: ModelInferRequest) -> int:

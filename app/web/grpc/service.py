@@ -102,8 +102,9 @@ def _client_gone(context: Context) -> asyncio.Future[None]:
     return gone
 
 
-def _deadline_s(context: Context, request: pb.ModelInferRequest) -> float | None:
-    deadlines = [d for d in (context.time_remaining(), decode.timeout_s(request)) if d is not None]
+def _deadline_s(context: Context, own_timeout_s: float | None) -> float | None:
+    """The sooner of the call's deadline and the request's `timeout` parameter."""
+    deadlines = [d for d in (context.time_remaining(), own_timeout_s) if d is not None]
     return min(deadlines, default=None)
 
 
@@ -224,19 +225,20 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.ModelInferResponse:
         async def work(request_id: str) -> pb.ModelInferResponse:
             dataplane = self.dataplane
-            decode.check(request)
+            own_timeout_s = decode.check(request)
             pipeline = dataplane.admit(request.model_name or None, request.model_version or None)
+            typed = decode.typed_elements(request)
             with dataplane.track(pipeline), dataplane.uploads.holding() as hold:
-                hold(decode.held_bytes(request))
+                hold(decode.held_bytes(request, typed))
 
                 async def decode_and_infer() -> InferenceResponse:
-                    if decode.typed_elements(request) >= decode.OFF_LOOP_ELEMENTS:
+                    if typed >= decode.OFF_LOOP_ELEMENTS:
                         parsed = await asyncio.to_thread(decode.decode_request, request)
                     else:
                         parsed = decode.decode_request(request)
                     return await inference.infer(pipeline, parsed, request_id)
 
-                gone, deadline = _client_gone(context), _deadline_s(context, request)
+                gone, deadline = _client_gone(context), _deadline_s(context, own_timeout_s)
                 result = await dataplane.run(decode_and_infer(), gone, deadline)
             return encode.infer_response(result)
 
