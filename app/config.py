@@ -48,13 +48,14 @@ class Settings(BaseSettings):
         description="'auto' (CUDA when onnxruntime-gpu sees a GPU, else CPU) or a comma-separated "
         "list of ONNX Runtime execution providers; an unavailable one is a start-up error.",
     )
-    precision: Literal["fp32", "bf16", "fp16", "auto"] = Field(
+    precision: Literal["fp32", "bf16", "fp16", "int8", "auto"] = Field(
         "fp32",
         description="Numeric precision the models compute in. fp32: ONNX Runtime, exact "
         "(PyTorch parity within 1e-4). bf16: the OpenVINO runtime on a CPU with native bf16 "
-        "(AVX512-BF16 or AMX). fp16: ONNX Runtime on CUDA with an fp16 export. auto: fp16/fp32 "
-        "as stored on a GPU, else bf16 where native, else fp32. One the hardware would only "
-        "emulate is a start-up error.",
+        "(AVX512-BF16 or AMX). fp16: ONNX Runtime on CUDA with an fp16 export. int8: the "
+        "OpenVINO runtime on a CPU with VNNI or AMX, serving int8 exports (`python -m "
+        "model_export quantize`). auto: fp16/fp32 as stored on a GPU, else bf16 where native, "
+        "else fp32; never int8. One the hardware would only emulate is a start-up error.",
     )
     cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = Field(
         "EXHAUSTIVE",
@@ -162,7 +163,13 @@ class Settings(BaseSettings):
         None, description="If set, classification needs 'Authorization: Bearer <key>'."
     )
     protect_ops_endpoints: bool = Field(
-        False, description="With api_key set, also require it for /metrics and /model."
+        False,
+        description="With api_key set, also require it for what describes the service: "
+        "/metrics; /models, /models/NAME[/versions/V], /model and /v1/model; v2 model "
+        "metadata, configuration and statistics (/v2/models/NAME[/versions/V], .../config, "
+        "/v2/models[/NAME[/versions/V]]/stats) and /v2/repository/index; and their gRPC "
+        "calls (ModelMetadata, ModelConfig, ModelStatistics, RepositoryIndex). Health, "
+        "readiness, GET /v2 and the page stay open.",
     )
     cors_origins: list[str] = Field(
         default_factory=list, description="Origins allowed by CORS (JSON list); none by default."

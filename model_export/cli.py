@@ -1,4 +1,4 @@
-"""`python -m model_export {export,annotate,inspect,compare}`: see README "Exporting a model"."""
+"""`python -m model_export {export,annotate,inspect,compare,quantize}`: see the user guide."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from model_export import metadata as md
+from model_export import quantize
 from model_export.errors import ExportError
 
 
@@ -64,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     ins = commands.add_parser("inspect", help="print a model's serving metadata as JSON")
     ins.add_argument("model", type=Path)
     _add_compare(commands)
+    quantize.add_parser(commands)
     return parser
 
 
@@ -128,9 +130,15 @@ def _run_export(args: argparse.Namespace) -> None:
     output = args.output or Path("models") / f"{args.arch}{suffix}.onnx"
     tolerance = default_tolerance(args.precision) if args.tolerance is None else args.tolerance
     report = export(model, output, args.opset, tolerance, args.precision)
+    weights = {
+        "random": f"random, untrained (seed {args.seed or 0}): its predictions mean nothing",
+        "imagenet": f"ImageNet, {model.weights_source}",
+        "checkpoint": f"the checkpoint {model.weights_source}",
+    }[model.weights]
     print(
-        f"exported {model.arch} ({model.weights}: {model.weights_source}, {report.precision}) "
-        f"to {report.path}\n"
+        f"exported {model.arch} to {report.path}\n"
+        f"  weights: {weights}\n"
+        f"  precision: {report.precision}\n"
         f"  parity: {describe_parity(report.precision, report.parity_error)} "
         f"(tolerance {tolerance:g})\n"
         f"  file: {report.file_bytes / 1e6:.1f} MB, parameters: {report.parameters:,}, "
@@ -229,6 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "annotate": _run_annotate,
         "inspect": _run_inspect,
         "compare": _run_compare,
+        "quantize": quantize.run,
     }
     try:
         return handlers[args.command](args) or 0

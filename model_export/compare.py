@@ -127,11 +127,17 @@ def side(path: Path, runner: Runner) -> dict[str, Any]:
 
 
 def format_report(result: dict[str, Any]) -> str:
-    a = result["agreement"]
-    sure = describe_confident(a)
     lines = [f"{name}: {_describe(result[name])}" for name in ("reference", "candidate")]
-    lines += [
-        f"inputs: {a['inputs']} (seed {result['seed']}, recipe of the reference)",
+    lines.append(
+        f"inputs: {result['agreement']['inputs']} (seed {result['seed']}, recipe of the reference)"
+    )
+    return "\n".join([*lines, format_agreement(result["agreement"])])
+
+
+def format_agreement(a: dict[str, Any]) -> str:
+    """The agreement figures of a report, one a line."""
+    sure = describe_confident(a)
+    lines = [
         f"top-1 agreement: {a['top1_agreement']:.2%} "
         f"({a['inputs'] - a['top1_disagreements']}/{a['inputs']})",
         f"top-1 agreement where the reference is >= {CONFIDENT:.0%} sure: {sure}",

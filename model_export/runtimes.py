@@ -21,10 +21,16 @@ from model_export.errors import ExportError
 
 Runtime = Literal["onnxruntime", "openvino"]
 RUNTIMES: tuple[Runtime, ...] = ("onnxruntime", "openvino")
-COMPUTE_PRECISIONS = ("fp32", "bf16", "fp16")
+COMPUTE_PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 # OpenVINO's names for the hint, and the OPTIMIZATION_CAPABILITIES entry that says the
 # CPU computes in that precision natively (without it the hint would be emulated or ignored).
-_OPENVINO_HINTS = {"fp32": ("f32", "FP32"), "bf16": ("bf16", "BF16"), "fp16": ("f16", "FP16")}
+# int8: a quantized file's own int8 layers, the rest in f32.
+_OPENVINO_HINTS = {
+    "fp32": ("f32", "FP32"),
+    "bf16": ("bf16", "BF16"),
+    "fp16": ("f16", "FP16"),
+    "int8": ("f32", "INT8"),
+}
 
 
 @dataclass

@@ -7,7 +7,6 @@ a `Hardware` value: the CPU cannot be changed, but what the service reads from i
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,7 @@ from app.repository import default_engine_loader
 from app.runtimes.onnxruntime import BoundBuffers, OnnxRuntimeEngine
 from app.runtimes.openvino import OpenVinoEngine
 from model_export.models import TINY_ARCH
-from model_export.photos import bundled_photo_paths, load_rgb
+from tests.agreement import photo_jpegs, probabilities
 from tests.conftest import run_cli, serve, settings_for
 from tests.server import running, start
 
@@ -115,8 +114,8 @@ def test_served_precision_matches_the_file() -> None:
     for choice in (FP32, BF16, choose("auto", CPU_ONLY, None)):
         with pytest.raises(ModelLoadError, match="stored in fp16"):
             served_precision(choice, "fp16")
-    with pytest.raises(ModelLoadError, match="expected fp32 or fp16"):
-        served_precision(FP32, "int8")
+    with pytest.raises(ModelLoadError, match="expected fp32, fp16 or int8"):
+        served_precision(FP32, "int4")
 
 
 @needs_bf16
@@ -180,31 +179,6 @@ async def test_auto_serves_what_the_hardware_does_natively(
         ) in metrics
 
 
-def photo_jpegs() -> list[bytes]:
-    """The real photos scikit-image and matplotlib ship, as JPEGs."""
-    encoded = []
-    for path in bundled_photo_paths():
-        buffer = io.BytesIO()
-        load_rgb(path).save(buffer, format="JPEG", quality=90)
-        encoded.append(buffer.getvalue())
-    return encoded
-
-
-async def probabilities(settings_precision: str, model: Path, photos: list[bytes]) -> np.ndarray:
-    """Every class's probability for each photo, classified over HTTP."""
-    rows = []
-    async with serve(settings_for(model, precision=settings_precision)) as (_, client):
-        assert (await client.get("/model")).json()["precision"] == settings_precision
-        for photo in photos:
-            response = await client.post("/classify", files={"file": photo}, params={"top_k": 1000})
-            assert response.status_code == 200, response.text
-            row = np.zeros(1000)
-            for p in response.json()["predictions"]:
-                row[p["class_index"]] = p["probability"]
-            rows.append(row)
-    return np.stack(rows)
-
-
 @needs_bf16
 async def test_bf16_over_http_agrees_with_fp32_on_real_photos(tiny_model: Path) -> None:
     """Agreement, not equality: random weights leave near-ties that bf16 may flip."""
@@ -244,3 +218,50 @@ def test_bf16_process_logs_and_serves_bf16(tiny_model: Path) -> None:
         output = process.output()
     assert "precision bf16: openvino on CPU (as requested)" in output
     assert "in bf16 on openvino (openvino:CPU)" in output
+
+
+# onnxruntime-gpu lists CUDA on a machine without a GPU (the GPU image started in CI).
+NO_DRIVER = "no NVIDIA driver: libcuda.so.1 is not found"
+GPU_PACKAGE_NO_DEVICE = Hardware((CUDA, CPU), SKYLAKE_SERVER, cuda_problem=NO_DRIVER)
+
+
+@pytest.mark.parametrize("requested", ["auto", "fp32"])
+def test_without_a_cuda_device_the_choice_falls_back_and_says_so(requested: str) -> None:
+    choice = choose(requested, GPU_PACKAGE_NO_DEVICE, None)  # type: ignore[arg-type]
+    assert (choice.runtime, choice.precision, choice.providers) == ("onnxruntime", "fp32", (CPU,))
+    assert choice.reason.endswith(f"; no CUDA device ({NO_DRIVER}): serving on the CPU")
+
+
+@pytest.mark.parametrize(
+    ("requested", "providers", "message"),
+    [
+        (
+            "fp16",
+            None,
+            f"DENSENET_PRECISION=fp16 needs an NVIDIA GPU through onnxruntime-gpu's "
+            f"{CUDA} (there is no CUDA device: {NO_DRIVER})",
+        ),
+        (
+            "fp32",
+            [CUDA, CPU],
+            f"DENSENET_PROVIDERS asks for {CUDA}, but there is no CUDA "
+            f"device: {NO_DRIVER}; run with a GPU, or set DENSENET_PROVIDERS=auto",
+        ),
+    ],
+)
+def test_without_a_cuda_device_a_setting_that_demands_it_is_refused(
+    requested: str, providers: list[str] | None, message: str
+) -> None:
+    with pytest.raises(ModelLoadError) as refused:
+        choose(requested, GPU_PACKAGE_NO_DEVICE, providers)  # type: ignore[arg-type]
+    assert message in str(refused.value)
+
+
+def test_the_driver_is_asked_for_a_device() -> None:
+    import ctypes.util
+
+    from app.precision import cuda_device_problem
+
+    if ctypes.util.find_library("cuda"):
+        pytest.skip("this machine has an NVIDIA driver")
+    assert cuda_device_problem() == NO_DRIVER

@@ -1,14 +1,18 @@
-"""OpenVINO engine: the fp32 ONNX file computed in bf16 on the CPU.
+"""OpenVINO engine on the CPU: an fp32 ONNX file computed in bf16, or an int8 export.
 
 The `openvino` runtime sits beside ONNX Runtime (the `onnxruntime-openvino` package would
-replace onnxruntime with an older release; see README, Precision). The model is compiled
-for the CPU plugin with INFERENCE_PRECISION_HINT=bf16, and the hint is read back from the
-compiled model: a model that did not compile for bf16 is refused, not served as something
-else. Labels and recipe come from the same ONNX metadata, which OpenVINO reads as rt_info.
+replace onnxruntime with an older release). bf16: the fp32 file is compiled for the CPU
+plugin with INFERENCE_PRECISION_HINT=bf16, and the hint is read back from the compiled
+model. int8: a quantized (QuantizeLinear/DequantizeLinear) ONNX file from `model_export
+quantize`, compiled with the f32 hint so that the few layers left unquantized stay exact;
+the compiled model must run its convolutions in int8. A model that did not compile as asked
+is refused, not served as something else. Labels and recipe come from the same ONNX
+metadata, which OpenVINO reads as rt_info.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +24,11 @@ from app.errors import ModelLoadError
 from app.model_spec import ModelSpec, describe
 from app.precision import EngineChoice, Runtime, served_precision
 
-_HINTS = {"bf16": "bf16", "fp32": "f32"}  # served precision -> OpenVINO's element type
+log = logging.getLogger(__name__)
+
+# Served precision -> OpenVINO's hint for the layers the file does not quantize itself.
+_HINTS = {"bf16": "bf16", "fp32": "f32", "int8": "f32"}
+_WEIGHTED_LAYERS = ("Convolution", "FullyConnected", "MatMul")
 _ONNX_TYPES = {"f32": "tensor(float)", "f16": "tensor(float16)", "u8": "tensor(uint8)"}
 
 
@@ -44,6 +52,17 @@ def _metadata(model: Any) -> dict[str, str]:
     if not model.has_rt_info(["framework"]):
         return {}
     return {key: value.astype(str) for key, value in model.get_rt_info()["framework"].items()}
+
+
+def int8_layers(compiled: Any) -> tuple[int, int]:
+    """(int8, all) weighted layers (convolutions, matmuls) in the compiled model."""
+    int8 = weighted = 0
+    for op in compiled.get_runtime_model().get_ops():
+        info = op.get_rt_info()
+        if info["layerType"].astype(str) in _WEIGHTED_LAYERS:
+            weighted += 1
+            int8 += info["runtimePrecision"].astype(str) in ("u8", "i8")
+    return int8, weighted
 
 
 class OpenVinoEngine:
@@ -84,6 +103,15 @@ class OpenVinoEngine:
         actual = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         if actual != hint:
             raise ModelLoadError(f"OpenVINO compiled {path.name} for {actual}, not {hint}")
+        int8, weighted = int8_layers(compiled)
+        # What it actually compiled, for the start-up log: a file can be quantized only in part.
+        self.compiled = f"{int8} of {weighted} convolution/matmul layers in int8"
+        log.info("OpenVINO compiled %s for %s: %s", path.name, self.precision, self.compiled)
+        if self.precision == "int8" and int8 == 0:
+            raise ModelLoadError(
+                f"OpenVINO compiled {path.name} with no layer in int8: it is not a quantized "
+                "export (make one with `python -m model_export quantize`)"
+            )
         self._request = compiled.create_infer_request()
         self.providers: list[str] = ["openvino:CPU"]
 
