@@ -7,9 +7,12 @@ own process where it can:
 
 1. engine ceiling, the service's own CUDA engine (IOBinding, preallocated buffers) on
    pre-made tensors, fp32 and fp16, by batch size, for each cuDNN algorithm search setting;
-2. the service over HTTP (``python -m app`` with ``DENSENET_PRECISION=fp32|fp16``) at
-   1/16/64 clients on web photos;
-3. agreement of CUDA fp32 and CUDA fp16 with ONNX Runtime's CPU fp32 (the exact reference)
+2. beside it, what the engine does not offer (bench.gpu_variants): CUDA graphs, and fp32
+   with TF32 off (the provider options say whether fp32 uses TF32);
+3. the decode-bound ceiling of this machine's CPUs, web and 12 MP photos (bench.gpu_decode);
+4. the service over HTTP (``python -m app`` with ``DENSENET_PRECISION=fp32|fp16``) at
+   1/16/64/256 clients on web photos and 16/64 on 12 MP photos, with its CPU per image;
+5. agreement of CUDA fp32 and CUDA fp16 with ONNX Runtime's CPU fp32 (the exact reference)
    on 256 inputs from the bundled photos.
 
 Writes ``bench/results/NAME.{json,md,png}`` (NAME defaults to ``gpu-reference``).
@@ -59,7 +62,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", default="gpu-reference", help="results file stem")
     parser.add_argument("--arch", default="densenet121")
     parser.add_argument("--batch-sizes", type=_list(int), default=(1, 2, 4, 8, 16, 32, 64))
-    parser.add_argument("--concurrencies", type=_list(int), default=(1, 16, 64))
+    parser.add_argument("--concurrencies", type=_list(int), default=(1, 16, 64, 256))
+    parser.add_argument(
+        "--phone-concurrencies", type=_list(int), default=(16, 64), help="12 MP photos"
+    )
     parser.add_argument(
         "--algo-searches",
         type=_list(str, ALGO_SEARCHES),
@@ -70,6 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=12.0, help="per HTTP load step")
     parser.add_argument("--max-batch-size", type=int, default=32, help="the service's")
     parser.add_argument("--agreement-inputs", type=int, default=256)
+    parser.add_argument("--decode-seconds", type=float, default=5.0, help="per photo size")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
 
 
@@ -103,7 +110,7 @@ def plan_for(args: argparse.Namespace) -> Plan:
         engine_batch_sizes=tuple(args.batch_sizes),
         engine_seconds=args.seconds,
         concurrencies=tuple(args.concurrencies),
-        phone_concurrencies=(),
+        phone_concurrencies=tuple(args.phone_concurrencies),
         warmup_s=3.0,
         duration_s=args.duration,
         overload_factor=2.0,
@@ -152,15 +159,50 @@ def _engine_ceiling(model: Path, precision: str, plan: Plan, algo: str) -> dict[
     return result
 
 
+def _json_of(module: str, *arguments: str) -> Any:
+    command = [sys.executable, "-m", module, *arguments]
+    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    return json.loads(done.stdout)
+
+
+def variants(models: dict[str, Path], plan: Plan, say: Any) -> dict[str, Any]:
+    """CUDA graphs and TF32 off, per precision, each in its own process."""
+    sizes = ",".join(str(s) for s in plan.engine_batch_sizes)
+    measured = {}
+    for precision, model in models.items():
+        say(f"CUDA graphs and TF32, {precision}")
+        arguments = ("--model", str(model), "--batch-sizes", sizes)
+        try:
+            measured[precision] = _json_of(
+                "bench.gpu_variants", *arguments, "--seconds", str(plan.engine_seconds)
+            )
+        except subprocess.CalledProcessError as exc:  # e.g. a crash in graph capture
+            error = {"batch_sizes": [], "error": f"exit {exc.returncode}: {exc.stderr[-300:]}"}
+            measured[precision] = {"default": error}
+    return measured
+
+
+def decode_ceilings(files: dict[str, Path], seconds: float, say: Any) -> list[Any]:
+    """Photos/s the CPUs preprocess with no model: the most the service can be fed."""
+    found = []
+    for size in ("web", "phone"):
+        found.append(
+            _json_of("bench.gpu_decode", "--photos", str(files[size]), "--seconds", str(seconds))
+        )
+        say(f"decode ceiling {size}: {found[-1]['images_per_s']:.0f} img/s")
+    return found
+
+
 def services(models: dict[str, Path], files: dict[str, Path], plan: Plan) -> dict[str, Any]:
-    """The service over HTTP in each precision, web photos at each concurrency."""
-    web = tuple(Step("web", c) for c in plan.concurrencies)
-    progress = runner.Progress(len(models) * (1 + len(web)))
+    """The service over HTTP in each precision, web then 12 MP photos at each concurrency."""
+    steps = tuple(Step("web", c) for c in plan.concurrencies)
+    steps += tuple(Step("phone", c) for c in plan.phone_concurrencies)
+    progress = runner.Progress(len(models) * (1 + len(steps)))
     patience = runner.Patience(0.0)
     results = {}
     for precision, model in models.items():
         env = {**plan.service_env, "DENSENET_PRECISION": precision}
-        mode = Mode(f"service {precision}", "service", env, web)
+        mode = Mode(f"service {precision}", "service", env, steps)
         mode_files = {**files, "model": model}
         results[mode.name] = runner.run_mode(mode, mode_files, plan, 0, progress, patience)
     return results
@@ -200,9 +242,10 @@ def run(args: argparse.Namespace) -> list[Path]:
     say(f"GPU: {gpu}; exporting {plan.arch} in fp32 and fp16")
     checkpoint, fp32 = runner.prepare_model(plan.arch, 0, workdir)
     models = {"fp32": fp32, "fp16": export_fp16(plan.arch, checkpoint, workdir / "fp16.onnx")}
-    web = workdir / "photos" / "web"
+    web, phone = workdir / "photos" / "web", workdir / "photos" / "phone"
     write_photos(web, "web", None)
-    files = {"checkpoint": checkpoint, "work": workdir, "web": web}
+    write_photos(phone, "phone", None)
+    files = {"checkpoint": checkpoint, "work": workdir, "web": web, "phone": phone}
     result = {
         "name": args.name,
         "created": time.strftime("%Y-%m-%d %H:%M:%S %z"),
@@ -212,6 +255,8 @@ def run(args: argparse.Namespace) -> list[Path]:
         "model": {"arch": plan.arch, "weights": "random, seed 0"},
         "plan": dataclasses.asdict(plan),
         "engines": engines(models, plan, tuple(args.algo_searches), say),
+        "variants": variants(models, plan, say),
+        "decode": decode_ceilings(files, args.decode_seconds, say),
         "modes": services(models, files, plan),
         "agreement": agreement(models, args.agreement_inputs),
     }

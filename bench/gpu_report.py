@@ -34,18 +34,20 @@ def _engine_table(result: dict[str, Any]) -> list[str]:
 
 def _service_table(result: dict[str, Any]) -> list[str]:
     lines = [
-        "| mode | clients | img/s | p50 ms | p99 ms | mean batch | status counts "
-        "| server CPU ms/img | cold start s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| mode | photos | clients | img/s | p50 ms | p99 ms | mean batch | status counts "
+        "| server CPU cores | server CPU ms/img | cold start s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, mode in result["modes"].items():
         for step in mode["steps"]:
             lat = step["latency_ms"]
             statuses = ", ".join(f"{k}: {v}" for k, v in step["status_counts"].items())
             lines.append(
-                f"| {name} | {step['concurrency']} | {_num(step['throughput'])} "
+                f"| {name} | {step.get('images', 'web')} | {step['concurrency']} "
+                f"| {_num(step['throughput'])} "
                 f"| {_num(lat['p50'])} | {_num(lat['p99'])} "
                 f"| {_num(step['metrics'].get('mean_batch_size'), 2)} | {statuses} "
+                f"| {_num(step.get('server_cpu_cores'), 2)} "
                 f"| {_num(step.get('server_cpu_ms_per_image'), 2)} "
                 f"| {_num(mode['cold_start_s'], 1)} |"
             )
@@ -68,6 +70,61 @@ def _agreement_table(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _variants_table(result: dict[str, Any]) -> list[str]:
+    """Plain ONNX Runtime beside the engine: its defaults, TF32 off, CUDA graphs."""
+    lines = ["| precision | setting | img/s by batch size | note |", "|---|---|---|---|"]
+    for precision, found in result.get("variants", {}).items():
+        for setting, run in found.items():
+            if setting == "tf32_effect":
+                continue
+            sizes = ", ".join(
+                f"{b['batch_size']}: {b['throughput']:.0f}" for b in run["batch_sizes"]
+            )
+            options = run.get("provider_options", {})
+            note = run.get("error") or f"use_tf32={options.get('use_tf32', '?')}"
+            lines.append(f"| {precision} | {setting} | {sizes or '-'} | {note} |")
+        effect = found.get("tf32_effect")
+        if effect:
+            lines.append(
+                f"| {precision} | TF32 on vs off | same top-1 {100 * effect['same_top1']:.1f}% "
+                f"| max logit diff {effect['max_abs_logit_diff']:.3g} |"
+            )
+    return lines
+
+
+def _best_web(mode: dict[str, Any], images: str = "web") -> float | None:
+    found = [s["throughput"] for s in mode["steps"] if s.get("images", "web") == images]
+    return max(found) if found else None
+
+
+def _targets(result: dict[str, Any]) -> list[str]:
+    """The service against its GPU engine ceiling (target >= 0.8x) and the CPUs' decoding."""
+    decode = {d["photos"]: d for d in result.get("decode", [])}
+    lines = []
+    for name, mode in result["modes"].items():
+        precision = name.split()[-1]
+        ceiling = max(
+            (e["throughput"] for e in result["engines"] if e["precision"] == precision),
+            default=None,
+        )
+        web, phone = _best_web(mode), _best_web(mode, "phone")
+        if web and ceiling:
+            verdict = "met" if web >= 0.8 * ceiling else "NOT met"
+            lines.append(
+                f"- {name}: web photos {web:.0f} img/s = {web / ceiling:.2f}x the engine "
+                f"ceiling {ceiling:.0f} img/s (target >= 0.8x: {verdict})"
+            )
+        for size, best in (("web", web), ("phone", phone)):
+            if best and size in decode:
+                cap = decode[size]["images_per_s"]
+                lines.append(
+                    f"- {name}: {size} photos {best:.0f} img/s = {best / cap:.2f}x what "
+                    f"{decode[size]['processes']} processes decode ({cap:.0f} img/s, "
+                    f"{decode[size]['cpu_ms_per_image']:.1f} CPU ms/img)"
+                )
+    return lines
+
+
 def markdown(result: dict[str, Any]) -> str:
     cpu = result["machine"]["cpu"]
     return "\n".join(
@@ -82,9 +139,17 @@ def markdown(result: dict[str, Any]) -> str:
             "",
             *_engine_table(result),
             "",
-            "## The service over HTTP (web photos, closed loop)",
+            "## Beside the engine: ONNX Runtime's defaults, TF32 off, CUDA graphs",
+            "",
+            *_variants_table(result),
+            "",
+            "## The service over HTTP (web and 12 MP photos, closed loop)",
             "",
             *_service_table(result),
+            "",
+            "## Against the targets",
+            "",
+            *_targets(result),
             "",
             "## Agreement",
             "",

@@ -31,9 +31,11 @@ def test_defaults_cover_the_whole_run() -> None:
     args = parse()
     assert args.name == "gpu-reference"
     assert args.batch_sizes == (1, 2, 4, 8, 16, 32, 64)
-    assert args.concurrencies == (1, 16, 64)
+    assert args.concurrencies == (1, 16, 64, 256)
+    assert args.phone_concurrencies == (16, 64)
     assert args.algo_searches == ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
     plan = gpu.plan_for(args)
+    assert plan.phone_concurrencies == (16, 64)
     assert plan.service_env["DENSENET_PROVIDERS"] == "CUDAExecutionProvider,CPUExecutionProvider"
     assert plan.service_env["DENSENET_MAX_BATCH_SIZE"] == "32"
     assert plan.engine_batch_sizes == (1, 2, 4, 8, 16, 32, 64)
@@ -87,12 +89,18 @@ def engine(precision: str, algo: str, scale: float) -> dict[str, Any]:
 
 def synthetic() -> dict[str, Any]:
     step = {
+        "images": "web",
         "concurrency": 16,
         "throughput": 812.5,
         "latency_ms": {"p50": 18.0, "p99": 41.0},
         "metrics": {"mean_batch_size": 15.5},
         "status_counts": {"200": 9750},
+        "server_cpu_cores": 1.42,
         "server_cpu_ms_per_image": 1.75,
+    }
+    variant = {
+        "batch_sizes": [{"batch_size": 8, "throughput": 2000.0}],
+        "provider_options": {"use_tf32": "1"},
     }
     agreement = {
         "inputs": 256,
@@ -112,6 +120,17 @@ def synthetic() -> dict[str, Any]:
         "machine": {"cpu": {"model": "Test CPU", "flags": []}, "cpus_available": 16},
         "model": {"arch": "densenet121", "weights": "random, seed 0"},
         "engines": [engine("fp32", "EXHAUSTIVE", 100), engine("fp16", "EXHAUSTIVE", 250)],
+        "variants": {
+            "fp32": {
+                "default": variant,
+                "no_tf32": {**variant, "provider_options": {"use_tf32": "0"}},
+                "cuda_graph": {"batch_sizes": [], "error": "RuntimeError: capture failed"},
+                "tf32_effect": {"max_abs_logit_diff": 0.0031, "same_top1": 1.0},
+            }
+        },
+        "decode": [
+            {"photos": "web", "processes": 16, "images_per_s": 1600.0, "cpu_ms_per_image": 10.0}
+        ],
         "modes": {"service fp16": {"cold_start_s": 21.5, "steps": [step]}},
         "agreement": {"cuda fp16": agreement},
         "duration_s": 600.0,
@@ -129,7 +148,17 @@ def test_report_on_synthetic_numbers(tmp_path: Path) -> None:
     text = paths[1].read_text()
     assert "| fp16 | EXHAUSTIVE | 235 | 1333 | 2667 | 2667 (batch 32) | 1.25 |" in text
     assert "| fp32 | EXHAUSTIVE | 94 | 533 | 1067 | 1067 (batch 32) | 1.25 |" in text
-    assert "| service fp16 | 16 | 812.5 | 18.0 | 41.0 | 15.50 | 200: 9750 | 1.75 | 21.5 |" in text
+    service_row = (
+        "| service fp16 | web | 16 | 812.5 | 18.0 | 41.0 | 15.50 | 200: 9750 | 1.42 | 1.75 | 21.5 |"
+    )
+    assert service_row in text
+    assert "| fp32 | default | 8: 2000 | use_tf32=1 |" in text
+    assert "| fp32 | no_tf32 | 8: 2000 | use_tf32=0 |" in text
+    assert "| fp32 | cuda_graph | - | RuntimeError: capture failed |" in text
+    assert "| fp32 | TF32 on vs off | same top-1 100.0% | max logit diff 0.0031 |" in text
+    # 812.5 img/s against the fp16 ceiling 2667: below the 0.8x target, and it says so.
+    assert "0.30x the engine ceiling 2667 img/s (target >= 0.8x: NOT met)" in text
+    assert "web photos 812 img/s = 0.51x what 16 processes decode (1600 img/s" in text
     assert "| cuda fp16 | 99.61% (255/256) | 100.00% of 93 | 99.22% | 0.012 | 0.0456 |" in text
     assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert paths[2].stat().st_size > 10_000

@@ -1,11 +1,11 @@
 # shellcheck shell=bash
 # The CPU image for scripts/container-test.sh: building it, checking what it holds, and
-# running it the way README "Run with Docker" does. Sourced, not run.
+# running it the way docs/operations.md ("Containers") does. Sourced, not run.
 # Reads IMAGE, BASE_IMAGE, PHOTO, PY and WORK, set by scripts/container-test.sh.
 # shellcheck disable=SC2153
 
 READY_DEADLINE_S=180 # model load and warm-up on a busy 2-core machine
-STOP_GRACE_S=40      # README: --stop-timeout 40 (compose: stop_grace_period: 40s)
+STOP_GRACE_S=40      # docs/operations.md: --stop-timeout 40 (compose: stop_grace_period: 40s)
 UID_EXPECTED=10001
 
 # The host's pip configuration and what it names (indexes, wheels, CA bundle), as a home
@@ -128,7 +128,7 @@ check_service() {
     say "ok: no torch; the root filesystem is read-only and /tmp writable"
 }
 
-# README: docker run --init --rm -p 8000:8000 --read-only --tmpfs /tmp --stop-timeout 40
+# docs/operations.md: docker run --init --rm -p 8000:8000 --read-only --tmpfs /tmp --stop-timeout 40
 # Without --rm, so that the exit code and log outlive the container; removed by id.
 readme_run() {
     local port=$1 cid
@@ -144,7 +144,7 @@ readme_run() {
 check_podman_run() {
     local port cid
     port=$(free_port)
-    say "podman run as README shows, on 127.0.0.1:$port"
+    say "podman run as the operations guide shows, on 127.0.0.1:$port"
     cid=$(readme_run "$port" "$IMAGE")
     check_service "$cid" "http://127.0.0.1:$port"
     podman rm --force --time "$STOP_GRACE_S" "$cid" >/dev/null

@@ -51,7 +51,7 @@ services:
 YAML
 }
 
-# How podman applied the compose settings README promises: enforced ones fail the run,
+# How podman applied the compose settings the operations guide promises: enforced ones fail the run,
 # the rest are reported (podman-compose does not map every compose key).
 check_compose_settings() {
     podman inspect "$1" >"$WORK/classifier.inspect.json"

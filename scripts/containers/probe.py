@@ -1,6 +1,6 @@
 """HTTP and gRPC checks of a running classifier container, for scripts/container-test.sh.
 
-Each subcommand checks one thing the README promises, waits on a condition with a
+Each subcommand checks one thing the docs promise, waits on a condition with a
 deadline (never a fixed sleep), prints what it saw and exits non-zero on failure:
 
   ready URL DEADLINE_S              GET /health/ready answers 200 in time
