@@ -1,8 +1,14 @@
 # The two commands README promises on a fresh machine: `make serve` and `make test`.
 SHELL := /bin/bash
 PYTHON ?= python3
+# .venv: the service alone for `make serve` (no torch), or the dev environment for
+# `make test` (the service, the exporter with torch, and the test tools).
 VENV := .venv
 BIN := $(VENV)/bin
+# The exporter's environment (torch, CPU build where PyTorch's index is reachable), kept
+# out of the service's: scripts/install-export-env.sh. EXPORT_VENV=.venv reuses the dev one.
+EXPORT_VENV ?= .venv-export
+TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
 ARCH ?= densenet121
 # auto: ImageNet weights when they can be downloaded, else seeded random weights (loudly).
 # imagenet: ImageNet weights or fail. random: seeded random weights.
@@ -12,31 +18,40 @@ MODEL_DIR ?= models
 # default model). Empty: serve ARCH alone.
 MODELS ?=
 
-.PHONY: serve test install install-dev lint typecheck pytest containers model clean
+.PHONY: serve test install install-export install-dev lint typecheck pytest containers model clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade --quiet pip
 
-$(VENV)/.installed-export: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[export]'
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[export,dev]'
-	touch $@ $(VENV)/.installed-export
+	touch $@ $(VENV)/.installed
 
-install: $(VENV)/.installed-export
+$(EXPORT_VENV)/.installed-export: pyproject.toml
+	PYTHON=$(PYTHON) EXPORT_VENV=$(EXPORT_VENV) TORCH_INDEX_URL=$(TORCH_INDEX_URL) \
+	  scripts/install-export-env.sh
+	touch $@
+
+install: $(VENV)/.installed
+install-export: $(EXPORT_VENV)/.installed-export
 install-dev: $(VENV)/.installed-dev
 
 ## model: export the served model unless it is already there (prints its path last)
-model: install
-	@ARCH=$(ARCH) WEIGHTS=$(WEIGHTS) MODEL_DIR=$(MODEL_DIR) PYTHON=$(BIN)/python scripts/ensure-model.sh >&2
+model: install-export
+	@ARCH=$(ARCH) WEIGHTS=$(WEIGHTS) MODEL_DIR=$(MODEL_DIR) PYTHON=$(EXPORT_VENV)/bin/python \
+	  scripts/ensure-model.sh >&2
 
 ## serve: DENSENET_MODEL_REPOSITORY or DENSENET_MODEL_PATH from the environment as they are
-## (nothing is exported); else the MODELS repository; else ARCH alone.
+## (nothing is exported); else the MODELS repository; else ARCH alone. The export
+## environment is installed only when a model has to be exported.
 serve: install
-	@export WEIGHTS=$(WEIGHTS) MODEL_DIR=$(MODEL_DIR) PYTHON=$(BIN)/python; \
+	@export WEIGHTS=$(WEIGHTS) MODEL_DIR=$(MODEL_DIR) PYTHON=$(EXPORT_VENV)/bin/python \
+	  INSTALL_EXPORT="$(MAKE) -s --no-print-directory install-export PYTHON=$(PYTHON)"; \
 	if [ -n "$${DENSENET_MODEL_REPOSITORY:-}$${DENSENET_MODEL_PATH:-}" ]; then \
 	  exec $(BIN)/python -m app; \
 	elif [ -n "$(strip $(MODELS))" ]; then \
@@ -73,7 +88,7 @@ pytest: install-dev
 	$(BIN)/python -m pytest
 
 # The CPU image built and run with podman on a locally bootstrapped Debian base, with
-# compose and Prometheus (README "Container checks"). About 6 to 8 minutes and 7 GB of
+# compose and Prometheus (docs/development.md, "Container checks"). About 6 to 8 minutes and 7 GB of
 # disk while it builds; outside CI it skips when podman cannot be installed.
 containers: install-dev
 	BIN=$(BIN) scripts/container-test.sh
@@ -81,4 +96,4 @@ containers: install-dev
 test: lint typecheck pytest containers
 
 clean:
-	rm -rf $(VENV) .venv-kserve .perf-analyzer .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(EXPORT_VENV) .venv-kserve .perf-analyzer .mypy_cache .ruff_cache .pytest_cache

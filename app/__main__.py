@@ -8,6 +8,7 @@ import sys
 
 from pydantic import ValidationError
 
+from app import __version__
 from app.config import Settings
 from app.errors import ModelLoadError
 from app.logs import configure_logging
@@ -24,6 +25,7 @@ def main() -> int:
         print(f"invalid DENSENET_* settings:\n{exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level)
+    log.info("densenet-serve %s", __version__)
     try:
         loaded = load_models(settings)
     except ModelLoadError as exc:

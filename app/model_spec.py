@@ -1,7 +1,7 @@
 """What a model file says about itself: labels, preprocessing recipe, input, precision.
 
 Read from the ONNX graph's input/output signature and its `metadata_props` (the contract
-README documents). Pure: the engine hands in what the runtime reports.
+docs/user-guide.md documents). Pure: the engine hands in what the runtime reports.
 """
 
 from __future__ import annotations

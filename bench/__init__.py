@@ -1,1 +1,1 @@
-"""Benchmark harness for the DenseNet service (issue 5). See bench/README.md."""
+"""Benchmark harness for the DenseNet service. See bench/README.md."""

@@ -1,4 +1,4 @@
-"""``python -m bench run --name NAME [--smoke]``: the benchmark harness of issue 5;
+"""``python -m bench run --name NAME [--smoke]``: the service's benchmark harness;
 ``python -m bench gpu``: the GPU run (bench/gpu.py).
 
 Exports a seeded random checkpoint of the model to ONNX, then measures, one after another
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -66,6 +67,18 @@ def _repository_choice(args: argparse.Namespace) -> tuple[str | None, str | None
     return str(args.repository.resolve()), args.model
 
 
+def _needs_the_dev_environment() -> None:
+    """A run exports its models (torch) and draws plots of bundled photos: say so up front
+    rather than fail in a subprocess after `make serve`'s service-only install."""
+    missing = [m for m in ("torch", "matplotlib", "skimage") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise SystemExit(
+            f"python -m bench run needs {', '.join(missing)}, which the service alone does not "
+            "install: run it in the dev environment (make install-dev, or "
+            "pip install -e '.[export,dev]')"
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -109,6 +122,7 @@ def main(argv: list[str] | None = None) -> None:
         result = json.loads((args.results_dir / f"{args.name}.json").read_text())
         paths = report.write(result, args.results_dir)
     else:
+        _needs_the_dev_environment()
         plan = SMOKE if args.smoke else REFERENCE
         plan = customize(plan, args)
         paths = report.write(runner.run(plan, args.name, args.results_dir), args.results_dir)

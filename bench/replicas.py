@@ -2,7 +2,7 @@
 
     python -m model_export export --arch densenet-tiny --weights random --seed 0 \\
         -o models/densenet-tiny-random.onnx
-    python -m bench.replicas --model models/densenet-tiny-random.onnx --window 1000
+    python -m bench.replicas --window 1000      # --model: that file by default
 
 The tiny DenseNet keeps each request short, so what the figures show is the balancer and
 the drain, not a deadline overrun: densenet121 on this 2-CPU machine runs ~7 images/s in
@@ -44,6 +44,7 @@ CHECK_TIMEOUT_S = 2.0  # `timeout check`
 # The preStop pause: requests HAProxy forwarded just before the replica left rotation
 # reach the service before SIGTERM, so they are admitted and answered, not refused.
 PRE_STOP_S = 1.0
+DEFAULT_MODEL = Path("models/densenet-tiny-random.onnx")  # the tiny DenseNet: see above
 
 
 @dataclass
@@ -213,14 +214,25 @@ def run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.replicas", description=__doc__)
-    parser.add_argument("--model", required=True, help="ONNX model every replica serves")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=DEFAULT_MODEL,
+        help=f"ONNX model every replica serves (default: {DEFAULT_MODEL})",
+    )
     parser.add_argument("--replicas", type=int, default=3)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads per replica")
     parser.add_argument("--window", type=int, default=300, help="requests per measurement")
     parser.add_argument("--pre-stop-s", type=float, default=PRE_STOP_S)
     parser.add_argument("--out", default="bench/results/replicas.md")
-    run(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    if not args.model.is_file():
+        parser.error(
+            f"no model at {args.model}; export the tiny one with: python -m model_export export "
+            f"--arch densenet-tiny --weights random --seed 0 -o {DEFAULT_MODEL}"
+        )
+    run(args)
 
 
 if __name__ == "__main__":

@@ -164,7 +164,7 @@ def markdown(result: dict[str, Any]) -> str:
                 lines += ["", f"## Overload ({name})", "", *_overload_lines(step)]
     lines += [
         "",
-        "## Targets (issue 5)",
+        "## Targets",
         "",
         "| # | what | value | limit | met |",
         "|---|---|---|---|---|",

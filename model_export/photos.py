@@ -10,6 +10,7 @@ so that the same scene reaches the model at different scales and positions.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,7 +58,11 @@ def bundled_photo_paths() -> list[Path]:
     except ImportError:
         pass
     if not paths:
-        raise ExportError("no bundled photos: install scikit-image or matplotlib, or pass --images")
+        raise ExportError(
+            "no photos to compare on: they come with scikit-image or matplotlib, and neither "
+            f"is installed here; install one ({sys.executable} -m pip install "
+            "scikit-image) or pass --images DIR, a folder of photos"
+        )
     return paths
 
 

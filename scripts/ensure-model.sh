@@ -4,24 +4,36 @@
 #                    weights (the service then warns on start-up and in every response)
 #   WEIGHTS=imagenet ImageNet weights or fail
 #   WEIGHTS=random   seeded random weights (seed 0)
+# PYTHON is the export environment's (torch; `make install-export`, default
+# .venv-export/bin/python); INSTALL_EXPORT, when set, is run once before the first export
+# (`make serve` sets it, so that serving a model already exported installs no torch).
 set -euo pipefail
-: "${ARCH:=densenet121}" "${WEIGHTS:=auto}" "${MODEL_DIR:=models}" "${PYTHON:=python3}"
+: "${ARCH:=densenet121}" "${WEIGHTS:=auto}" "${MODEL_DIR:=models}"
+: "${PYTHON:=${EXPORT_VENV:-.venv-export}/bin/python}"
 imagenet="$MODEL_DIR/$ARCH.onnx"
 random="$MODEL_DIR/$ARCH-random.onnx"
 
+export_model() {
+  if [ -n "${INSTALL_EXPORT:-}" ]; then
+    $INSTALL_EXPORT >&2 || exit 1  # not "the weights could not be downloaded" below
+    INSTALL_EXPORT=
+  fi
+  "$PYTHON" -m model_export export --arch "$ARCH" "$@" >&2
+}
+
 export_random() {
-  [ -f "$random" ] || "$PYTHON" -m model_export export --arch "$ARCH" --weights random --seed 0 --output "$random" >&2
+  [ -f "$random" ] || export_model --weights random --seed 0 --output "$random"
   echo "$random"
 }
 
 case "$WEIGHTS" in
   imagenet)
-    [ -f "$imagenet" ] || "$PYTHON" -m model_export export --arch "$ARCH" --weights imagenet --output "$imagenet" >&2
+    [ -f "$imagenet" ] || export_model --weights imagenet --output "$imagenet"
     echo "$imagenet" ;;
   random)
     export_random ;;
   auto)
-    if [ -f "$imagenet" ] || "$PYTHON" -m model_export export --arch "$ARCH" --weights imagenet --output "$imagenet" >&2; then
+    if [ -f "$imagenet" ] || export_model --weights imagenet --output "$imagenet"; then
       echo "$imagenet"
     else
       cat >&2 <<MSG
@@ -29,7 +41,7 @@ case "$WEIGHTS" in
   ************************************************************************
   WARNING: the ImageNet weights could not be downloaded (offline?).
   Serving $ARCH with RANDOM, UNTRAINED weights: predictions are meaningless.
-  Run with WEIGHTS=imagenet to fail instead, or see README "Exporting a model".
+  Run with WEIGHTS=imagenet to fail instead; see docs/user-guide.md, "Exporting a model".
   ************************************************************************
 
 MSG

@@ -2,7 +2,8 @@
 # Export each model of MODELS (as ensure-model.sh does, same WEIGHTS rules) and lay them
 # out as a model repository, MODEL_DIR/repository/<arch>/1/model.onnx (links to the
 # exported files); print the repository's path on stdout. The repository holds exactly
-# MODELS: it is rebuilt on every run.
+# MODELS: it is rebuilt on every run. PYTHON and INSTALL_EXPORT pass to ensure-model.sh
+# (the export environment's Python, default .venv-export/bin/python).
 set -euo pipefail
 : "${MODELS:?MODELS lists the architectures to serve, e.g. MODELS=\"densenet121 densenet169\"}"
 : "${MODEL_DIR:=models}"

@@ -44,7 +44,7 @@ def ort_logits(path: Path, inputs: np.ndarray) -> np.ndarray:
 
 @pytest.mark.slow
 def test_densenet121_random_export_is_complete(tmp_path: Path) -> None:
-    """The README's documented offline export: densenet121, random weights, seed 0."""
+    """The user guide's documented offline export: densenet121, random weights, seed 0."""
     out = tmp_path / "densenet121.onnx"
     result = run_cli(
         "export",
@@ -193,6 +193,12 @@ def test_fp16_export(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "ONNX Runtime fp16| / max |logit|" in result.stdout
     assert "(tolerance 0.01)" in result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[:3] == [
+        f"exported {TINY_ARCH} to {out}",
+        "  weights: random, untrained (seed 5): its predictions mean nothing",
+        "  precision: fp16",
+    ]
     model = onnx.load(str(out))
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
