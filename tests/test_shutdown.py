@@ -187,6 +187,51 @@ def test_early_errors_close_the_connection(tiny_model: Path, case: str) -> None:
             assert b"connection: close" in reply.lower()
 
 
+def read_one_response(sock: socket.socket) -> tuple[bytes, bytes]:
+    """One HTTP/1.1 response (head, body) from a connection that may stay open."""
+    sock.settimeout(10)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"the connection closed after {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1])
+        for line in head.lower().split(b"\r\n")
+        if line.startswith(b"content-length:")
+    )
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head, body
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "code"),
+    [("top_k=0", b"422", b"invalid_parameter"), ("model=nope", b"404", b"model_not_found")],
+)
+def test_a_client_error_during_an_upload_is_answered_after_the_body(
+    tiny_model: Path, query: str, status: bytes, code: bytes
+) -> None:
+    """Refused before the body is read, the answer comes once the body is in (read and
+    dropped), so a client still sending gets it rather than a reset; the connection stays
+    open for the next request."""
+    with running(tiny_model) as (_, url):
+        port = int(url.rsplit(":", 1)[1])
+        body = b"\xff" * 300_000  # more than the socket buffers take while nobody reads
+        head = f"POST /classify?{query} HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\n"
+        head += f"Content-Length: {len(body)}\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(head.encode() + body)
+            reply, answer = read_one_response(sock)
+            assert reply.startswith(b"HTTP/1.1 " + status), reply
+            assert code in answer
+            assert b"connection: close" not in reply.lower()
+            sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: t\r\n\r\n")
+            again, _ = read_one_response(sock)
+            assert again.startswith(b"HTTP/1.1 200"), again
+
+
 def test_connections_are_bounded_by_limit_concurrency(tiny_model: Path) -> None:
     """Clients that never finish their headers hold at most LIMIT_CONCURRENCY slots."""
     with running(tiny_model, limit_concurrency=4) as (_, url):

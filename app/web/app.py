@@ -175,5 +175,6 @@ def create_app(
         drain=dataplane.drain,
         body_timeout_s=settings.body_read_timeout_s,
         budget=dataplane.uploads,
+        linger_bytes=settings.max_upload_bytes,
     )
     return app

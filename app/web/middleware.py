@@ -10,6 +10,11 @@ error sent before the body was read to its end closes the connection.
 The budget counts bytes as they arrive, whatever the headers say: a declared
 Content-Length only refuses early a body that could not fit now. So a chunked body cannot
 slip past it, and a client that announces a large body and sends nothing holds nothing.
+
+Before a client error (4xx, not 408 or 413) that comes while the client is still sending
+its body, the rest of the body is read and dropped (up to the route's limit, within the body
+deadline, held nowhere): closing a socket with unread data resets the connection, and a
+client still writing would lose the answer with it and see only "connection reset".
 A request with both Content-Length and Transfer-Encoding is refused (RFC 9112 section
 6.1): the two framings disagree about where the body ends.
 """
@@ -86,6 +91,21 @@ class _Body:
         if self.declared:
             self._owner.budget.check_room(self.declared)
 
+    async def drain(self, limit: int) -> None:
+        """Read and drop the rest of the body (at most `limit` bytes in all, within the body
+        deadline), so that an early answer reaches a client still sending."""
+        if self.declared is not None and self.declared > limit:
+            return
+        received = self.reserved
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.0, self.deadline - time.monotonic())):
+                while not self.done and received <= limit:
+                    message = await self._receive()
+                    if message["type"] != "http.request":
+                        return
+                    received += len(message.get("body", b""))
+                    self.done = not message.get("more_body", False)
+
     async def receive(self) -> Message:
         if self.done:  # waiting for a disconnect: no deadline applies
             return await self._receive()
@@ -117,12 +137,16 @@ class RequestContextMiddleware:
         drain: Drain,
         body_timeout_s: float,
         budget: UploadBudget,
+        linger_bytes: int = DEFAULT_BODY_LIMIT,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.drain = drain
         self.body_timeout_s = body_timeout_s
         self.budget = budget
+        # The most of a body read and dropped before a client error, where the route has
+        # declared no limit yet (it refused before reading: wrong model, key, parameter).
+        self.linger_bytes = linger_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -139,6 +163,9 @@ class RequestContextMiddleware:
             nonlocal status, response_started
             if message["type"] == "http.response.start":
                 status, response_started = message["status"], True
+                if body.unread and 400 <= status < 500 and status not in (408, 413):
+                    limit = scope.get("state", {}).get("body_limit", self.linger_bytes)
+                    await body.drain(int(limit))
                 extra = [(b"x-request-id", request_id.encode())]
                 if body.unread:  # an early answer (413, 408, 401...): close after it
                     extra.append((b"connection", b"close"))
