@@ -17,6 +17,9 @@ MODEL_DIR ?= models
 # MODELS="densenet121 densenet169": serve several, as a model repository (the first is the
 # default model). Empty: serve ARCH alone.
 MODELS ?=
+# What ensure-model.sh runs before its first export. Through a variable: a recipe line that
+# names $(MAKE) itself runs even under `make -n`.
+INSTALL_EXPORT_CMD = $(MAKE) -s --no-print-directory install-export PYTHON=$(PYTHON)
 
 .PHONY: serve test install install-export install-dev lint typecheck pytest containers model clean
 
@@ -51,7 +54,7 @@ model: install-export
 ## environment is installed only when a model has to be exported.
 serve: install
 	@export WEIGHTS=$(WEIGHTS) MODEL_DIR=$(MODEL_DIR) PYTHON=$(EXPORT_VENV)/bin/python \
-	  INSTALL_EXPORT="$(MAKE) -s --no-print-directory install-export PYTHON=$(PYTHON)"; \
+	  INSTALL_EXPORT="$(INSTALL_EXPORT_CMD)"; \
 	if [ -n "$${DENSENET_MODEL_REPOSITORY:-}$${DENSENET_MODEL_PATH:-}" ]; then \
 	  exec $(BIN)/python -m app; \
 	elif [ -n "$(strip $(MODELS))" ]; then \

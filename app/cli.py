@@ -46,7 +46,10 @@ exit codes of classify and models:
   3  no answer from the service (not running, wrong --url, timed out)
   4  the service refused the request itself, whatever the file: wrong model name,
      missing or wrong API key, --top-k above its limit; nothing more is sent
-serve exits as `python -m app` does (0 after a clean drain, 1 when it cannot start).
+serve exits as `python -m app` does: 0 after a clean drain; 2 when a DENSENET_* setting
+is invalid (a bad value, or settings that contradict each other); 1 when it cannot start
+otherwise (a model that cannot be loaded, a provider or precision this machine lacks, a
+port in use) or stops on a fatal error.
 """
 # Refusals that every file would get alike: stop at the first rather than repeat it.
 REQUEST_CODES = frozenset(

@@ -15,7 +15,13 @@ random="$MODEL_DIR/$ARCH-random.onnx"
 
 export_model() {
   if [ -n "${INSTALL_EXPORT:-}" ]; then
-    $INSTALL_EXPORT >&2 || exit 1  # not "the weights could not be downloaded" below
+    # Stop here: under WEIGHTS=auto a failure would otherwise read as "the ImageNet weights
+    # could not be downloaded" and fall back to random weights.
+    if ! $INSTALL_EXPORT >&2; then
+      echo "cannot export $ARCH: installing the export environment failed" \
+        "($INSTALL_EXPORT); see above" >&2
+      exit 1
+    fi
     INSTALL_EXPORT=
   fi
   "$PYTHON" -m model_export export --arch "$ARCH" "$@" >&2

@@ -135,6 +135,16 @@ def test_usage_errors_are_exit_2() -> None:
     assert densenet_serve("nonsense").returncode == 2
 
 
+def test_serve_exits_as_its_help_says(tmp_path: Path) -> None:
+    assert "2 when a DENSENET_* setting\nis invalid" in densenet_serve("--help").stdout
+    invalid = densenet_serve("serve", DENSENET_PORT="not-a-port")
+    assert invalid.returncode == 2
+    assert invalid.stderr.startswith("invalid DENSENET_* settings:")
+    missing = densenet_serve("serve", DENSENET_MODEL_PATH=str(tmp_path / "missing.onnx"))
+    assert missing.returncode == 1
+    assert "cannot start" in missing.stderr
+
+
 def test_version_is_the_packages() -> None:
     result = densenet_serve("--version")
     assert result.stdout.strip() == f"densenet-serve {version('densenet-serve')}"

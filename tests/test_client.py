@@ -1,4 +1,5 @@
-"""app/client.py, sync and async, against a real `python -m app` process over HTTP."""
+"""app/client.py, sync and async: against a real `python -m app` process over HTTP, and
+through a fake transport for the network faults a real server cannot be made to show."""
 
 from __future__ import annotations
 
@@ -8,14 +9,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app import client as client_module
-from app.client import AsyncClient, Client, ClientError, ServerUnreachable
+from app.client import AsyncClient, Client, ClientError, Prediction, ServerUnreachable, Timings
 from model_export.models import TINY_ARCH
 from model_export.photos import bundled_photo_paths
 from tests import images
 from tests.server import free_port, running
 
-pytestmark = pytest.mark.slow
+slow = pytest.mark.slow  # a real server process
 KEY = "client-test-key"
 
 
@@ -25,6 +25,7 @@ def url(tiny_model: Path) -> Iterator[str]:
         yield u
 
 
+@slow
 def test_classify_a_path_and_bytes(url: str) -> None:
     photo = bundled_photo_paths()[0]
     with Client(url, api_key=KEY) as client:
@@ -38,6 +39,7 @@ def test_classify_a_path_and_bytes(url: str) -> None:
     assert from_path.timings.total_ms > 0
 
 
+@slow
 def test_models_lists_the_served_model(url: str) -> None:
     with Client(url, api_key=KEY) as client:
         [model] = client.models()
@@ -45,6 +47,7 @@ def test_models_lists_the_served_model(url: str) -> None:
     assert model.num_classes == 1000
 
 
+@slow
 def test_refusals_carry_the_services_code_status_and_request_id(url: str) -> None:
     with Client(url, api_key=KEY) as client:
         with pytest.raises(ClientError) as bad_image:
@@ -57,12 +60,14 @@ def test_refusals_carry_the_services_code_status_and_request_id(url: str) -> Non
     assert "no-such-model" in no_model.value.message
 
 
+@slow
 def test_the_api_key_is_sent(url: str) -> None:
     with Client(url) as client, pytest.raises(ClientError) as refused:
         client.models()  # protect_ops_endpoints: /models needs the key too
     assert (refused.value.code, refused.value.status) == ("unauthorized", 401)
 
 
+@slow
 def test_no_answer_is_server_unreachable() -> None:
     url = f"http://127.0.0.1:{free_port()}"
     with Client(url, timeout_s=5) as client, pytest.raises(ServerUnreachable) as unreachable:
@@ -71,6 +76,7 @@ def test_no_answer_is_server_unreachable() -> None:
     assert unreachable.value.status is None
 
 
+@slow
 async def test_async_client_answers_as_the_sync_one(url: str) -> None:
     photo = bundled_photo_paths()[1]
     with Client(url, api_key=KEY) as client:
@@ -85,49 +91,121 @@ async def test_async_client_answers_as_the_sync_one(url: str) -> None:
     assert (refused.value.code, refused.value.status) == ("invalid_parameter", 422)
 
 
+@slow
 async def test_async_no_answer_is_server_unreachable() -> None:
     async with AsyncClient(f"http://127.0.0.1:{free_port()}", timeout_s=5) as client:
         with pytest.raises(ServerUnreachable):
             await client.models()
 
 
+class FakeService:
+    """An `httpx.MockTransport` handler: answers the requests it gets with `replies` in
+    order (a response, or a transport error raised as the network would) and keeps them."""
+
+    def __init__(self, *replies: httpx.Response | httpx.TransportError) -> None:
+        self.replies = list(replies)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        reply = self.replies.pop(0)
+        if isinstance(reply, httpx.TransportError):
+            raise reply
+        return reply
+
+    def client(self) -> Client:
+        return Client("http://service", transport=httpx.MockTransport(self))
+
+
 def refusal(status: int, code: str) -> httpx.Response:
     return httpx.Response(status, json={"error": {"code": code, "message": "why"}})
 
 
-def drive(
-    outcomes: list[httpx.Response | httpx.TransportError],
-) -> tuple[list[client_module._Call[object]], ClientError]:
-    """Run one classify exchange on the given outcomes: the requests it made, and the error
-    it ended with."""
-    call = client_module._classify_call(b"image", "m", None, None)
-    exchange = client_module._exchange("http://service", call)
-    sent = [next(exchange)]
-    for outcome in outcomes:
-        try:
-            sent.append(exchange.send(outcome))
-        except ClientError as end:
-            return sent, end
-    raise AssertionError("the exchange wants more")
+def carries_the_image(request: httpx.Request) -> bool:
+    return request.headers.get("content-type", "").startswith("multipart/form-data")
+
+
+PREDICTION = {"label": "tabby", "class_index": 281, "probability": 0.9}
+TIMINGS = {"queue_ms": 1.0, "preprocess_ms": 2.0, "inference_ms": 3.0, "total_ms": 7.0}
+CLASSIFICATION = {"model": "m", "version": 1, "predictions": [PREDICTION], "timings": TIMINGS}
+
+
+def test_keys_the_service_adds_later_are_ignored() -> None:
+    later = {
+        **CLASSIFICATION,
+        "predictions": [{**PREDICTION, "logit": 4.2}],
+        "timings": {**TIMINGS, "postprocess_ms": 0.1},
+        "trace_id": "abc",
+    }
+    with FakeService(httpx.Response(200, json=later)).client() as client:
+        result = client.classify(b"image")
+    assert result.timings == Timings(1.0, 2.0, 3.0, 7.0)
+    assert result.predictions == (Prediction("tabby", 281, 0.9),)
+    assert result.warnings == ()  # optional: absent is none
+
+
+def test_models_ignore_added_keys_and_a_missing_arch() -> None:
+    model = {
+        "name": "m",
+        "version": 2,
+        "default": True,
+        "latest": True,
+        "ready": True,
+        "weights": "random",
+        "precision": "int8",
+        "runtime": "openvino",
+        "num_classes": 1000,
+        "replicas": 3,
+    }
+    with FakeService(httpx.Response(200, json={"models": [model]})).client() as client:
+        [info] = client.models()
+    assert (info.name, info.version, info.arch, info.precision) == ("m", 2, None, "int8")
+
+
+def test_an_answer_missing_what_a_client_needs_is_unexpected_response() -> None:
+    partial = {**CLASSIFICATION, "timings": {"total_ms": 7.0}}
+    client = FakeService(httpx.Response(200, json=partial)).client()
+    with client, pytest.raises(ClientError) as unexpected:
+        client.classify(b"image")
+    assert unexpected.value.code == "unexpected_response"
 
 
 def test_an_answer_lost_to_a_reset_upload_is_asked_for_again_without_the_image() -> None:
     """The service refuses before reading the body and closes; a reset can lose that answer
     (seen with a 100 KB photo and top_k=0). A second ask without the image gets it."""
     reset = httpx.ReadError("connection reset")
-    [first, probe], end = drive([reset, refusal(404, "model_not_found")])
-    assert first.files is not None
-    assert probe.files is None
-    assert probe.params == first.params == {"model": "m"}
-    assert (end.code, end.status) == ("model_not_found", 404)
-    _, fine = drive([reset, refusal(415, "unsupported_media_type")])
-    assert fine.code == "upload_failed"
-    _, gone = drive([reset, httpx.ConnectError("refused")])
-    assert isinstance(gone, ServerUnreachable)
+    service = FakeService(reset, refusal(404, "model_not_found"))
+    with service.client() as client, pytest.raises(ClientError) as refused:
+        client.classify(b"image", model="m")
+    first, probe = service.requests
+    assert carries_the_image(first)
+    assert not carries_the_image(probe)
+    assert dict(probe.url.params) == dict(first.url.params) == {"model": "m"}
+    assert (refused.value.code, refused.value.status) == ("model_not_found", 404)
+
+    client = FakeService(reset, refusal(415, "unsupported_media_type")).client()
+    with client, pytest.raises(ClientError) as fine:
+        client.classify(b"image")
+    assert fine.value.code == "upload_failed"
+
+    client = FakeService(reset, httpx.ConnectError("refused")).client()
+    with client, pytest.raises(ServerUnreachable):
+        client.classify(b"image")
+
+
+async def test_the_async_client_asks_again_as_the_sync_one() -> None:
+    service = FakeService(httpx.WriteError("broken pipe"), refusal(401, "unauthorized"))
+    transport = httpx.MockTransport(service)
+    async with AsyncClient("http://service", transport=transport) as client:
+        with pytest.raises(ClientError) as refused:
+            await client.classify(b"image")
+    assert [carries_the_image(r) for r in service.requests] == [True, False]
+    assert refused.value.code == "unauthorized"
 
 
 def test_no_connection_or_a_timeout_is_not_asked_again() -> None:
     for error in (httpx.ConnectError("refused"), httpx.ReadTimeout("slow")):
-        sent, end = drive([error])
-        assert len(sent) == 1
-        assert isinstance(end, ServerUnreachable)
+        service = FakeService(error)
+        with service.client() as client, pytest.raises(ServerUnreachable):
+            client.classify(b"image")
+        assert len(service.requests) == 1

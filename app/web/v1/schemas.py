@@ -68,9 +68,11 @@ class ModelInfo(BaseModel):
     weights: str = Field(description="imagenet, random, checkpoint or unknown.")
     weights_source: str | None
     precision: str = Field(
-        description="Numeric precision the model computes in as served: fp32, bf16 or fp16."
+        description="Numeric precision the model computes in as served: fp32, bf16, fp16 or int8."
     )
-    stored_precision: str = Field(description="How the file stores its weights: fp32 or fp16.")
+    stored_precision: str = Field(
+        description="How the file stores its weights: fp32, fp16 or int8 (an int8 export)."
+    )
     runtime: str = Field(description="The runtime that runs it: onnxruntime or openvino.")
     input_shape: list[int | str]
     num_classes: int
