@@ -1,7 +1,9 @@
 """What the service's CUDA engine does not offer, measured beside it: CUDA graphs and TF32.
 
-Run: ``python -m bench.gpu_variants --model M.onnx --batch-sizes 1,8,32 --seconds 2``
-(``python -m bench gpu`` does, once per precision). Prints one JSON object.
+Run: ``python -m bench.gpu_variants --model M.onnx --batch-sizes 1,8,32 --seconds 2
+[--settings default,no_tf32]``. Prints one JSON object. ``python -m bench gpu`` runs it twice
+per precision: ``default,no_tf32``, then ``cuda_graph`` alone, so that a crash while a CUDA
+graph is captured loses only that setting.
 
 The service's engine (app/runtimes/onnxruntime.py) uses ONNX Runtime's CUDA provider with
 its defaults, so fp32 uses TF32 wherever ONNX Runtime's ``use_tf32`` default allows it,
@@ -72,12 +74,13 @@ def measure(opened: Any, batch: np.ndarray, seconds: float) -> tuple[dict[str, A
     return {**result, "latency_ms": latency_summary(times)}, logits.astype(np.float32)
 
 
-def run(model: Path, sizes: list[int], seconds: float) -> dict[str, Any]:
+def run(model: Path, sizes: list[int], seconds: float, settings: list[str]) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     batches = {s: rng.standard_normal((s, 3, 224, 224), dtype=np.float32) for s in sizes}
     results: dict[str, Any] = {}
     logits: dict[str, np.ndarray] = {}
-    for name, options in SETTINGS.items():
+    for name in settings:
+        options = SETTINGS[name]
         measured: list[dict[str, Any]] = []
         try:
             # A CUDA graph is captured once per session: one session per batch size.
@@ -107,9 +110,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", required=True, type=Path)
     parser.add_argument("--batch-sizes", default="1,8,32")
     parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--settings", default=",".join(SETTINGS), help=f"of {', '.join(SETTINGS)}")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.batch_sizes.split(",")]
-    json.dump(run(args.model, sizes, args.seconds), sys.stdout)
+    settings = args.settings.split(",")
+    unknown = set(settings) - set(SETTINGS)
+    if unknown:
+        parser.error(f"unknown --settings {', '.join(sorted(unknown))}")
+    json.dump(run(args.model, sizes, args.seconds, settings), sys.stdout)
 
 
 if __name__ == "__main__":

@@ -150,7 +150,12 @@ def run_load(
     waited = patience.wait_for_quiet(plan.quiet_wait_s, say)
     server.reset_peak_rss()
     cpu_before = CpuSnapshot.take(server.process.pid)
-    done = subprocess.run([sys.executable, *command], check=True, capture_output=True, text=True)
+    # The load generator stops itself; this bounds a step whose process hangs regardless.
+    limit_s = plan.warmup_s + plan.duration_s + plan.overload_s + plan.recovery_s
+    limit_s += context["request_timeout_s"] + CLOSED_LOOP_TIMEOUT_S + 60
+    done = subprocess.run(
+        [sys.executable, *command], check=True, capture_output=True, text=True, timeout=limit_s
+    )
     cpu_after = CpuSnapshot.take(server.process.pid)
     result: dict[str, Any] = json.loads(done.stdout)
     metrics = promtext.deltas(result.pop("metrics_before"), result.pop("metrics_after"))

@@ -9,8 +9,13 @@ and writes:
   manifest.tsv      one wheel a line: file, size, sha256, name, version, its pieces in order
   parts.sha256      every piece (``sha256sum -c`` format), to find a damaged copy
   requirements.txt  what the target installs: the requirements (without extras) and a pin
-                    for every wheel in the kit
+                    for every wheel in the kit but the fallbacks (below)
   kit.env           the target the kit was made for (read by run.sh)
+
+A listed package without a pin (``numpy``) that a requirement holds to a range
+(``numpy>=1.26``) is a fallback: the target's copy may be older than the range, so the kit
+carries its wheel (and what that needs) anyway, unpinned, so that pip keeps the target's
+copy where it satisfies the range and installs the kit's otherwise.
 
 The target reassembles with run.sh (scripts/gpu-check.sh), which needs nothing but bash,
 coreutils and the target's Python.
@@ -158,14 +163,36 @@ def pinned(target_has: list[str]) -> list[str]:
     return [line for line in target_has if "==" in line]
 
 
+def has_range(line: str) -> bool:
+    return re.search(r"[<>=!~]", line.split(";", 1)[0]) is not None
+
+
+def fallbacks(target_has: list[str], requirements: list[str]) -> set[str]:
+    """Listed packages without a pin that a requirement holds to a version range: the kit
+    carries them in case the target's copy is too old (e.g. grpcio>=1.81.1)."""
+    ranged = {requirement_name(line) for line in requirements if has_range(line)}
+    return {requirement_name(line) for line in target_has if "==" not in line} & ranged
+
+
 def present(target_has: list[str], requirements: list[str], pip_args: list[str]) -> set[str]:
-    """What the kit leaves out: the packages listed and what they need, except a package
-    the requirements name themselves (its version range may be narrower than what the
-    target has, e.g. protobuf), unless it is listed too."""
-    listed = {requirement_name(line) for line in target_has}
-    needed = {canonical(w.name) for w in resolve(target_has, [], pip_args)}
+    """What the kit leaves out: the packages listed, but the fallbacks, and what they need,
+    except a package the requirements name themselves (its version range may be narrower
+    than what the target has, e.g. protobuf) unless it is listed too."""
+    carried = fallbacks(target_has, requirements)
+    kept = [line for line in target_has if requirement_name(line) not in carried]
+    listed = {requirement_name(line) for line in kept}
+    needed = {canonical(w.name) for w in resolve(kept, [], pip_args)} if kept else set()
     direct = {requirement_name(line) for line in requirements}
     return listed | (needed - direct)
+
+
+def unpinned(target_has: list[str], requirements: list[str], pip_args: list[str]) -> set[str]:
+    """The fallbacks and what they need: left unpinned in the kit's requirements.txt, so
+    that pip takes the target's copy wherever its version satisfies the requirements."""
+    carried = fallbacks(target_has, requirements)
+    lines = [line for line in requirements if requirement_name(line) in carried]
+    found = resolve(lines, pinned(target_has), pip_args) if lines else []
+    return {canonical(w.name) for w in found}
 
 
 def say(text: str) -> None:
@@ -184,6 +211,9 @@ def build(args: argparse.Namespace) -> None:
     wanted = resolve(requirements, pinned(target_has), pip_args)
     left_out = present(target_has, requirements, pip_args)
     wanted = [w for w in wanted if canonical(w.name) not in left_out]
+    loose = unpinned(target_has, requirements, pip_args)
+    if loose:
+        say(f"carried in case the target's copy is too old, unpinned: {' '.join(sorted(loose))}")
     if args.kit.exists():
         shutil.rmtree(args.kit)
     args.kit.mkdir(parents=True)
@@ -193,7 +223,7 @@ def build(args: argparse.Namespace) -> None:
     pack(staging, wanted, args.kit, args.part_size)
     shutil.rmtree(staging)
     lines = [re.sub(r"\[[^]]*\]", "", r) for r in requirements]
-    lines += [f"{w.name}=={w.version}" for w in wanted]
+    lines += [f"{w.name}=={w.version}" for w in wanted if canonical(w.name) not in loose]
     (args.kit / "requirements.txt").write_text("\n".join(lines) + "\n")
     env = {
         "KIT_PYTHON": args.python_version,

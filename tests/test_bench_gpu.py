@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -27,18 +28,22 @@ def parse(*argv: str) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def test_defaults_cover_the_whole_run() -> None:
+def test_defaults_cover_the_whole_run_within_its_budget() -> None:
     args = parse()
     assert args.name == "gpu-reference"
-    assert args.batch_sizes == (1, 2, 4, 8, 16, 32, 64)
+    assert args.batch_sizes == (1, 8, 32, 64, 128)
     assert args.concurrencies == (1, 16, 64, 256)
     assert args.phone_concurrencies == (16, 64)
-    assert args.algo_searches == ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
+    assert args.algo_searches == ("EXHAUSTIVE", "HEURISTIC")
+    assert args.budget_s == 360
     plan = gpu.plan_for(args)
     assert plan.phone_concurrencies == (16, 64)
     assert plan.service_env["DENSENET_PROVIDERS"] == "CUDAExecutionProvider,CPUExecutionProvider"
     assert plan.service_env["DENSENET_MAX_BATCH_SIZE"] == "32"
-    assert plan.engine_batch_sizes == (1, 2, 4, 8, 16, 32, 64)
+    # The service's warm-up tunes every batch size 1..32: HEURISTIC, not EXHAUSTIVE.
+    assert plan.service_env["DENSENET_CUDNN_CONV_ALGO_SEARCH"] == "HEURISTIC"
+    assert plan.engine_batch_sizes == (1, 8, 32, 64, 128)
+    assert plan.ready_timeout_s <= 120
 
 
 def test_arguments_are_parsed_and_checked(capsys: pytest.CaptureFixture[str]) -> None:
@@ -157,8 +162,93 @@ def test_report_on_synthetic_numbers(tmp_path: Path) -> None:
     assert "| fp32 | cuda_graph | - | RuntimeError: capture failed |" in text
     assert "| fp32 | TF32 on vs off | same top-1 100.0% | max logit diff 0.0031 |" in text
     # 812.5 img/s against the fp16 ceiling 2667: below the 0.8x target, and it says so.
-    assert "0.30x the engine ceiling 2667 img/s (target >= 0.8x: NOT met)" in text
+    assert (
+        "0.30x the engine ceiling 2667 img/s (EXHAUSTIVE, batch 32; target >= 0.8x: NOT met)"
+        in text
+    )
+    assert "Partial report" not in text
     assert "web photos 812 img/s = 0.51x what 16 processes decode (1600 img/s" in text
     assert "| cuda fp16 | 99.61% (255/256) | 100.00% of 93 | 99.22% | 0.012 | 0.0456 |" in text
     assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert paths[2].stat().st_size > 10_000
+
+
+def test_the_target_compares_with_the_engine_at_the_services_settings() -> None:
+    result = synthetic()
+    result["engines"].append(engine("fp16", "HEURISTIC", 200))
+    for measured in result["engines"][-1]["batch_sizes"]:
+        measured["batch_size"] *= 4  # 4, 32, 128: only 4 and 32 fit the service's batches
+    result["modes"]["service fp16"]["env"] = {
+        "DENSENET_CUDNN_CONV_ALGO_SEARCH": "HEURISTIC",
+        "DENSENET_MAX_BATCH_SIZE": "32",
+    }
+    text = gpu_report.markdown(result)
+    # HEURISTIC at batch 32 (the 8-image row): 200 * 8 / 1.5 = 1067 img/s.
+    assert "0.76x the engine ceiling 1067 img/s (HEURISTIC, batch 32; target" in text
+
+
+def test_a_partial_report_says_what_is_missing(tmp_path: Path) -> None:
+    result = synthetic()
+    result["engines"][1] = {
+        "precision": "fp16",
+        "algo_search": "EXHAUSTIVE",
+        "batch_sizes": [],
+        "throughput": None,
+        "best_batch_size": None,
+        "error": "timed out after 90 s",
+    }
+    result["modes"]["service fp32"] = {
+        "env": {},
+        "cold_start_s": None,
+        "steps": [],
+        "error": "RuntimeError: server not ready in 120.0 s",
+    }
+    result["agreement"] = {}
+    result["phases"] = {
+        "export": {"status": "done", "seconds": 44.6},
+        "engines": {"status": "incomplete", "failed_steps": ["engine fp16 EXHAUSTIVE: timed out"]},
+        "services": {"status": "interrupted (SIGINT)"},
+        "agreement": {"status": "not run"},
+    }
+    result["missing"] = ["engines", "services", "agreement"]
+    result["partial"] = True
+    paths = gpu_report.write(result, tmp_path)
+    text = paths[1].read_text()
+    assert "took 10.0 min (export 45 s)." in text
+    assert "**Partial report: this run did not finish every phase.**" in text
+    assert "- engines: incomplete: engine fp16 EXHAUSTIVE: timed out" in text
+    assert "- services: interrupted (SIGINT)" in text
+    assert "- agreement: not run" in text
+    assert "| fp16 | EXHAUSTIVE | - | - | - | timed out after 90 s | - |" in text
+    assert "| service fp32 | - | - | RuntimeError: server not ready in 120.0 s |" in text
+    assert json.loads(paths[0].read_text())["partial"] is True
+    assert paths[2].name == "gpu-synthetic.png"  # the fp32 engine was measured
+
+
+def test_no_plot_before_an_engine_is_measured(tmp_path: Path) -> None:
+    (tmp_path / "gpu-synthetic.png").write_bytes(b"from an earlier run")
+    result = {**synthetic(), "engines": [], "modes": {}, "variants": {}, "agreement": {}}
+    paths = gpu_report.write(result, tmp_path)
+    assert [p.name for p in paths] == ["gpu-synthetic.json", "gpu-synthetic.md"]
+    assert not (tmp_path / "gpu-synthetic.png").exists()
+
+
+def test_a_run_that_cannot_export_writes_a_partial_report_and_exits_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No GPU here: only its presence is faked; the export fails for real (no such model).
+    monkeypatch.setattr(gpu, "require_gpu", lambda: "Fake GPU, 80 GiB, 580.00")
+    args = parse("--arch", "densenet-none", "--results-dir", str(tmp_path), "--budget-s", "120")
+    with pytest.raises(SystemExit) as stopped:
+        gpu.run(args)
+    assert stopped.value.code == 1
+    result = json.loads((tmp_path / "gpu-reference.json").read_text())
+    assert result["partial"] is True
+    assert result["phases"]["export"]["status"] == "failed"
+    assert "densenet-none" in result["phases"]["export"]["error"]
+    assert {p["status"] for n, p in result["phases"].items() if n != "export"} == {"not run"}
+    text = (tmp_path / "gpu-reference.md").read_text()
+    assert "- export: failed: " in text
+    assert "- variants: not run" in text
+    assert not (tmp_path / "gpu-reference.png").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # given back

@@ -4,13 +4,16 @@
 A real kit is built by the real script with the real pip, from a local folder of small
 wheels made here (`--pip-arg=--no-index`), for this machine's Python, with a part size
 small enough that one wheel is split. The check then reassembles it, refuses to go on
-without a GPU, and dry-runs its install step with pip against the kit.
+without a GPU, and dry-runs its install step with pip against the kit: with the pip wheel
+that this Python bundles (ensurepip's) in the kit, as the real kit carries pip, so that
+nothing depends on the base interpreter having pip; and without one in the kit.
 """
 
 from __future__ import annotations
 
 import base64
 import csv
+import ensurepip
 import hashlib
 import os
 import shutil
@@ -69,7 +72,22 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def build(kit: Path, wheelhouse: Path, requirements: list[str], target_has: list[str]) -> None:
+def bundled_pip() -> Path:
+    """The pip wheel this Python bundles (ensurepip's; Debian keeps it elsewhere)."""
+    folders = [Path(ensurepip.__file__).parent / "_bundled", Path("/usr/share/python-wheels")]
+    found = [wheel for folder in folders for wheel in sorted(folder.glob("pip-*.whl"))]
+    if not found:
+        pytest.skip("this Python bundles no pip wheel")
+    return found[0]
+
+
+def build(
+    kit: Path,
+    wheelhouse: Path,
+    requirements: list[str],
+    target_has: list[str],
+    part_size: int = PART_SIZE,
+) -> None:
     inputs = kit.parent / f"{kit.name}-inputs"
     inputs.mkdir()
     (inputs / "requirements.txt").write_text("\n".join(requirements) + "\n")
@@ -89,7 +107,7 @@ def build(kit: Path, wheelhouse: Path, requirements: list[str], target_has: list
     ]
     command += [
         "--part-size",
-        str(PART_SIZE),
+        str(part_size),
         "--pip-arg=--no-index",
         f"--pip-arg=--find-links={wheelhouse}",
     ]
@@ -103,6 +121,17 @@ def kit(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> Path:
     folder = tmp_path_factory.mktemp("kits") / "kit"
     build(folder, wheelhouse, ["alpha"], ["present==1.0"])
     return folder
+
+
+@pytest.fixture(scope="module")
+def kit_with_pip(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> Path:
+    """A kit that carries pip, as the real one does (scripts/gpu-kit-requirements.txt)."""
+    folder = tmp_path_factory.mktemp("kits-with-pip")
+    wheels = folder / "wheelhouse"
+    shutil.copytree(wheelhouse, wheels)
+    shutil.copy(bundled_pip(), wheels)
+    build(folder / "kit", wheels, ["alpha", "pip"], ["present==1.0"], part_size=10_000_000)
+    return folder / "kit"
 
 
 def manifest(kit: Path) -> dict[str, dict[str, str]]:
@@ -150,6 +179,25 @@ def test_what_the_target_has_is_left_out_with_what_it_needs(
     # present_dep named by a requirement itself: its range may be narrower, it comes along.
     build(tmp_path / "kit2", wheelhouse, ["gamma", "present_dep"], ["present"])
     assert sorted(manifest(tmp_path / "kit2")) == ["gamma", "present_dep"]
+
+
+def test_a_listed_package_that_a_requirement_holds_to_a_range_is_carried_unpinned(
+    tmp_path: Path, wheelhouse: Path
+) -> None:
+    # The target has present, version unknown; the service wants present>=1.0: the kit
+    # carries it and what it needs, unpinned, so that pip keeps the target's copy where it
+    # satisfies the range and installs the kit's where it does not (or where there is none).
+    kit = tmp_path / "kit"
+    build(kit, wheelhouse, ["gamma", "present>=1.0"], ["present"])
+    assert sorted(manifest(kit)) == ["gamma", "present", "present_dep"]
+    lines = (kit / "requirements.txt").read_text().splitlines()
+    assert lines == ["gamma", "present>=1.0", "gamma==1.0"]
+    done = run_check(kit, "--dry-run")
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "Would install gamma-1.0 present-1.0 present_dep-1.0" in done.stdout
+    # A pinned line is the target's version for sure: left out, as before.
+    build(tmp_path / "kit2", wheelhouse, ["gamma", "present>=1.0"], ["present==1.0"])
+    assert sorted(manifest(tmp_path / "kit2")) == ["gamma"]
 
 
 def test_reassembled_wheels_equal_the_originals(kit: Path, wheelhouse: Path) -> None:
@@ -206,11 +254,27 @@ def test_the_check_refuses_without_a_gpu_in_one_line(tmp_path: Path, kit: Path) 
     assert sorted(p.name for p in copy.iterdir()) == before  # nothing written
 
 
-def test_the_install_step_dry_runs_against_the_kit(kit: Path) -> None:
+def venv_pip(kit: Path) -> list[str]:
+    """The pip versions installed in the check's private virtualenv itself."""
+    return sorted(p.name for p in (kit / "env").glob("lib/python*/site-packages/pip-*.dist-info"))
+
+
+def test_the_install_step_dry_runs_with_the_kits_pip(kit_with_pip: Path) -> None:
+    done = run_check(kit_with_pip, "--dry-run")
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "Would install alpha-1.0 beta-1.0" in done.stdout
+    config = (kit_with_pip / "env" / "pyvenv.cfg").read_text()
+    assert "include-system-site-packages = true" in config
+    version = bundled_pip().name.split("-")[1]
+    assert venv_pip(kit_with_pip) == [f"pip-{version}.dist-info"]  # from the kit's wheel
+
+
+def test_without_a_pip_wheel_the_check_takes_pythons_own(kit: Path) -> None:
     done = run_check(kit, "--dry-run")
     assert done.returncode == 0, done.stderr + done.stdout
     assert "Would install alpha-1.0 beta-1.0" in done.stdout
-    assert (kit / "env" / "pyvenv.cfg").read_text().count("include-system-site-packages = true")
+    # A pip runs in the virtualenv: ensurepip's, or the system's where that is as new.
+    subprocess.run([kit / "env" / "bin" / "python", "-m", "pip", "--version"], check=True)
 
 
 def test_the_check_wants_the_kits_python(tmp_path: Path, kit: Path) -> None:
