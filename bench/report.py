@@ -102,7 +102,28 @@ def _precision_lines(result: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|---|---|---|",
     ]
     lines += [_precision_row(result, p, engine) for p, engine in engines.items()]
+    return lines + _against_first(result, engines)
+
+
+def _against_first(result: dict[str, Any], engines: dict[str, Any]) -> list[str]:
+    """Each precision's engine and 16-client service throughput over the first one's."""
+    first, *others = engines
+    base = _c16(result, first)
+    lines = [""]
+    for precision in others:
+        service = _c16(result, precision)
+        ratio = service / base if service and base else None
+        lines.append(
+            f"- {precision} against {first}: engine "
+            f"{_num(engines[precision]['throughput'] / engines[first]['throughput'], 2)}x, "
+            f"service at 16 clients {_num(ratio, 2)}x."
+        )
     return lines
+
+
+def _c16(result: dict[str, Any], precision: str) -> float | None:
+    steps = result["modes"].get(f"service {precision}", {}).get("steps", [])
+    return next((s["throughput"] for s in steps if s["concurrency"] == 16), None)
 
 
 def markdown(result: dict[str, Any]) -> str:
