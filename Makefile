@@ -91,8 +91,10 @@ pytest: install-dev
 	$(BIN)/python -m pytest
 
 # The CPU image built and run with podman on a locally bootstrapped Debian base, with
-# compose and Prometheus (docs/development.md, "Container checks"). About 6 to 8 minutes and 7 GB of
-# disk while it builds; outside CI it skips when podman cannot be installed.
+# compose and Prometheus, and the GPU image started without a GPU (docs/development.md,
+# "Container checks"). About 4 minutes with the base cached (216 s on 2 cores, 2026-12-06;
+# the first base bootstrap adds a few) and about 8 GB of disk while the images are built;
+# outside CI it skips when podman cannot be installed.
 containers: install-dev
 	BIN=$(BIN) scripts/container-test.sh
 
