@@ -14,11 +14,24 @@ python=$EXPORT_VENV/bin/python
 [ -x "$python" ] || "$PYTHON" -m venv "$EXPORT_VENV"
 "$python" -m pip install --upgrade --quiet pip
 
+# torch and torchvision must be builds of one another: pip may take one of them from its
+# find-links instead of the CPU index, and a torchvision built for another torch fails only
+# when its operators are first used ("operator torchvision::nms does not exist").
+works='import torch, torchvision; torchvision.ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5)'
 echo "installing torch (CPU build) from $TORCH_INDEX_URL into $EXPORT_VENV" >&2
-if ! "$python" -m pip install --quiet --index-url "$TORCH_INDEX_URL" torch torchvision; then
-  echo "torch could not be installed from $TORCH_INDEX_URL (pip says why above): installing" \
-    "it from the default index into $EXPORT_VENV (on Linux that build carries CUDA: several GB)" >&2
+if "$python" -m pip install --quiet --index-url "$TORCH_INDEX_URL" torch torchvision \
+  && "$python" -c "$works" 2>/dev/null; then
+  :
+else
+  echo "torch and torchvision could not be installed together from $TORCH_INDEX_URL (pip says" \
+    "why above, if it did): installing them from the default index into $EXPORT_VENV (on" \
+    "Linux that build carries CUDA: several GB)" >&2
+  "$python" -m pip uninstall --quiet --yes torch torchvision 2>/dev/null || true
 fi
 # The exporter and what it needs besides torch (an installed torch satisfies the extra; where
 # the CPU build failed, this installs torch from the default index).
 "$python" -m pip install --quiet -e '.[export]'
+"$python" -c "$works" || {
+  echo "the export environment's torch and torchvision do not work together" >&2
+  exit 1
+}

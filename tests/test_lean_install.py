@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from model_export.models import TINY_ARCH
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,24 +94,49 @@ def install_export_env(tmp_path: Path, pip: str) -> subprocess.CompletedProcess[
     )
 
 
+WORKS = "-c import torch, torchvision; torchvision.ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5)"
+CPU_INSTALL = "-m pip install --quiet --index-url https://cpu.invalid/whl torch torchvision"
+EXPORTER = "-m pip install --quiet -e .[export]"
+
+
 def test_torch_comes_from_the_cpu_index_through_pip(tmp_path: Path) -> None:
     installed = install_export_env(tmp_path, "exit 0")
     assert installed.returncode == 0, installed.stderr
     assert (tmp_path / "calls").read_text().splitlines() == [
         "-m pip install --upgrade --quiet pip",
-        "-m pip install --quiet --index-url https://cpu.invalid/whl torch torchvision",
-        "-m pip install --quiet -e .[export]",
+        CPU_INSTALL,
+        WORKS,
+        EXPORTER,
+        WORKS,
     ]
     assert "default index" not in installed.stderr
 
 
-def test_where_pip_cannot_use_the_cpu_index_the_default_index_is_used_and_said(
-    tmp_path: Path,
+@pytest.mark.parametrize(
+    "fake_pip",
+    [
+        # the CPU index cannot be reached (or has no wheel for this platform)
+        'case "$*" in *--index-url*) echo "ERROR: no route" >&2; exit 1;; esac',
+        # pip installed a torchvision built for another torch (one came from find-links):
+        # it fails the first time an operator runs, until the default index's pair replaces it
+        'case "$*" in *torchvision.ops*) [ -f "{calls}.exported" ] || exit 1;; '
+        '*-e*) touch "{calls}.exported";; esac',
+    ],
+    ids=["unreachable", "mismatched-pair"],
+)
+def test_where_the_cpu_index_fails_the_default_index_is_used_and_said(
+    tmp_path: Path, fake_pip: str
 ) -> None:
-    refuse_the_cpu_index = 'case "$*" in *--index-url*) echo "ERROR: no route" >&2; exit 1;; esac'
-    installed = install_export_env(tmp_path, refuse_the_cpu_index)
+    installed = install_export_env(tmp_path, fake_pip.replace("{calls}", str(tmp_path / "calls")))
     assert installed.returncode == 0, installed.stderr
-    *_, exporter = (tmp_path / "calls").read_text().splitlines()
-    assert exporter == "-m pip install --quiet -e .[export]"
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert "-m pip uninstall --quiet --yes torch torchvision" in calls
+    assert calls[-2:] == [EXPORTER, WORKS]
     [fallback] = [line for line in installed.stderr.splitlines() if "default index" in line]
-    assert fallback.startswith("torch could not be installed from https://cpu.invalid/whl ")
+    assert fallback.startswith("torch and torchvision could not be installed together from ")
+
+
+def test_an_export_environment_that_still_does_not_work_stops(tmp_path: Path) -> None:
+    installed = install_export_env(tmp_path, 'case "$*" in *torchvision.ops*) exit 1;; esac')
+    assert installed.returncode == 1
+    assert "torch and torchvision do not work together" in installed.stderr
