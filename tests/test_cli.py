@@ -159,3 +159,28 @@ def test_progress_bar_draws_in_place_and_clears() -> None:
     silent = io.StringIO()
     Progress(4, silent, enabled=False).advance()
     assert silent.getvalue() == ""
+
+
+def test_a_reader_that_goes_away_stops_it_quietly(url: str) -> None:
+    """`densenet-serve classify ... | head -1`: no traceback when the pipe closes."""
+    many = [str(p) for p in bundled_photo_paths()] * 4
+    reader = subprocess.Popen(["head", "-1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert reader.stdin is not None
+    env = {**os.environ, "DENSENET_URL": url, "DENSENET_API_KEY": KEY}
+    command = subprocess.run(
+        [str(COMMAND), "classify", "--top-k", "5", *many],
+        stdout=reader.stdin,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    reader.stdin.close()
+    assert reader.stdout is not None
+    first = reader.stdout.read()
+    reader.stdout.close()
+    assert reader.wait(timeout=30) == 0
+    assert first.decode().endswith(f"({TINY_ARCH} v1)\n")
+    assert "Traceback" not in command.stderr
+    assert command.returncode in (0, 141)  # 0 when everything fit in the pipe before it closed
