@@ -34,7 +34,7 @@ WORKDIR /src
 RUN pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" \
         "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}"
 # Only what the exporter needs, so that editing app/ does not re-export the model.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY model_export/ model_export/
 # DL3013 (pin versions): this installs the project itself; the export extra's versions
 # live in pyproject.toml, and the torch pins above already satisfy it.
@@ -51,7 +51,7 @@ RUN python -m model_export export --arch "${MODEL_ARCH}" --weights "${MODEL_WEIG
 FROM ${PYTHON_IMAGE} AS wheel
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY app/ app/
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
