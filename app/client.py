@@ -22,6 +22,7 @@ from typing import Any, Generic, TypeVar
 import httpx
 
 from app import __version__
+from app.predictions import Prediction
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT_S = 60.0
@@ -45,13 +46,6 @@ class ServerUnreachable(ClientError):
 
     def __init__(self, url: str, reason: str) -> None:
         super().__init__("unreachable", f"no answer from {url}: {reason}")
-
-
-@dataclass(frozen=True)
-class Prediction:
-    label: str
-    class_index: int
-    probability: float
 
 
 @dataclass(frozen=True)
@@ -120,7 +114,7 @@ def _read_classification(body: Any) -> Classification:
         model=body["model"],
         version=body["version"],
         predictions=tuple(
-            Prediction(p["label"], p["class_index"], p["probability"]) for p in body["predictions"]
+            Prediction(p["class_index"], p["label"], p["probability"]) for p in body["predictions"]
         ),
         timings=_read_timings(body["timings"]),
         warnings=tuple(body.get("warnings", ())),

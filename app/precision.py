@@ -22,7 +22,7 @@ import ctypes
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NoReturn
 
 from app.errors import ModelLoadError
 
@@ -126,22 +126,8 @@ def choose(requested: Requested, hardware: Hardware, providers: list[str] | None
                 "a CPU only emulates fp16: use fp32, or bf16 on a CPU that has it"
             )
         return EngineChoice("onnxruntime", "fp16", ort_providers, "as requested")
-    if requested == "bf16":
-        if providers is not None and CUDA in providers:
-            raise ModelLoadError(
-                "DENSENET_PRECISION=bf16 runs on the CPU (OpenVINO) but DENSENET_PROVIDERS "
-                "asks for CUDA: use fp16 on a GPU"
-            )
-        _require_native_bf16(hardware)
-        return EngineChoice("openvino", "bf16", ("CPU",), "as requested")
-    if requested == "int8":
-        if providers is not None and CUDA in providers:
-            raise ModelLoadError(
-                "DENSENET_PRECISION=int8 runs on the CPU (OpenVINO) but DENSENET_PROVIDERS "
-                "asks for CUDA: use fp16 on a GPU"
-            )
-        _require_native_int8(hardware)
-        return EngineChoice("openvino", "int8", ("CPU",), "as requested")
+    if requested in ("bf16", "int8"):
+        return _openvino_choice(requested, hardware, providers)
     if gpu:
         return EngineChoice("onnxruntime", None, ort_providers, "auto: GPU, as each file stores")
     if hardware.native_bf16 and ort_providers == (CPU,):
@@ -150,31 +136,34 @@ def choose(requested: Requested, hardware: Hardware, providers: list[str] | None
     return EngineChoice("onnxruntime", "fp32", ort_providers, f"auto: {why}{fallback}")
 
 
-def _require_native_bf16(hardware: Hardware) -> None:
+def _openvino_choice(
+    requested: Literal["bf16", "int8"], hardware: Hardware, providers: list[str] | None
+) -> EngineChoice:
+    """bf16 and int8 run on the CPU through OpenVINO, only where the CPU computes them natively."""
+    if providers is not None and CUDA in providers:
+        raise ModelLoadError(
+            f"DENSENET_PRECISION={requested} runs on the CPU (OpenVINO) but DENSENET_PROVIDERS "
+            "asks for CUDA: use fp16 on a GPU"
+        )
     if hardware.cpu_capabilities is None:
         raise ModelLoadError(
-            f"DENSENET_PRECISION=bf16 needs the OpenVINO runtime: {hardware.openvino_problem}"
+            f"DENSENET_PRECISION={requested} needs the OpenVINO runtime: "
+            f"{hardware.openvino_problem}"
         )
-    if not hardware.native_bf16:
+    if requested == "bf16" and not hardware.native_bf16:
         raise ModelLoadError(
             "DENSENET_PRECISION=bf16: this CPU has no native bf16 (OpenVINO lists "
             f"{', '.join(hardware.cpu_capabilities)}; it needs AVX512-BF16 or AMX), and an "
             "emulated bf16 is slower than fp32: use fp32"
         )
-
-
-def _require_native_int8(hardware: Hardware) -> None:
-    if hardware.cpu_capabilities is None:
-        raise ModelLoadError(
-            f"DENSENET_PRECISION=int8 needs the OpenVINO runtime: {hardware.openvino_problem}"
-        )
-    if not hardware.native_int8:
+    if requested == "int8" and not hardware.native_int8:
         flags = "cannot be read" if hardware.cpu_flags is None else "list none of them"
         raise ModelLoadError(
             "DENSENET_PRECISION=int8: this CPU has no int8 dot-product instructions "
             f"({', '.join(INT8_FLAGS)}; its flags {flags}), so int8 would only be emulated: "
             "use fp32, or bf16 on a CPU that has it"
         )
+    return EngineChoice("openvino", requested, ("CPU",), "as requested")
 
 
 def served_precision(choice: EngineChoice, stored: str) -> Precision:
@@ -184,7 +173,7 @@ def served_precision(choice: EngineChoice, stored: str) -> Precision:
             f"model metadata says precision '{stored}'; expected fp32, fp16 or int8"
         )
     if (stored == "int8") != (choice.precision == "int8"):
-        return _int8_mismatch(choice, stored)
+        _refuse_int8_mismatch(choice, stored)
     if stored == "int8":
         return "int8"
     if choice.precision is None:  # auto on a GPU: fp16 files in fp16, fp32 files in fp32
@@ -202,7 +191,7 @@ def served_precision(choice: EngineChoice, stored: str) -> Precision:
     return choice.precision
 
 
-def _int8_mismatch(choice: EngineChoice, stored: str) -> Precision:
+def _refuse_int8_mismatch(choice: EngineChoice, stored: str) -> NoReturn:
     if stored == "int8":
         requested = "auto" if choice.reason.startswith("auto") else choice.precision
         raise ModelLoadError(

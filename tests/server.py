@@ -94,6 +94,35 @@ def start(
     return process, f"http://127.0.0.1:{port}"
 
 
+def _exit(model: Path | None, **settings: object) -> tuple[int | None, str]:
+    """Exit status and output of `python -m app` expected to stop at start-up (a minute)."""
+    process, _ = start(model, **settings)
+    try:
+        process.wait(timeout=60)
+        output = process.output()
+    finally:
+        process.kill()
+        process.wait()
+    return process.returncode, output
+
+
+def startup_failure(model: Path | None, **settings: object) -> str:
+    """The output of `python -m app` that exits at start-up (asserted)."""
+    code, output = _exit(model, **settings)
+    assert code not in (0, None)
+    return output
+
+
+def startup_refusal(model: Path | None, **settings: object) -> str:
+    """The one `cannot start:` line of a start-up that exits 1 without a traceback."""
+    code, output = _exit(model, **settings)
+    assert code == 1
+    assert "Traceback" not in output
+    refusals = [line for line in output.splitlines() if "cannot start: " in line]
+    assert len(refusals) == 1, output
+    return refusals[0]
+
+
 def read_response(sock: socket.socket, timeout_s: float = 10) -> tuple[bytes, bool]:
     """Everything the server sends, and whether it then closed the connection."""
     sock.settimeout(timeout_s)

@@ -9,7 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.client import AsyncClient, Client, ClientError, Prediction, ServerUnreachable, Timings
+from app.client import AsyncClient, Client, ClientError, ServerUnreachable, Timings
+from app.predictions import Prediction
 from model_export.models import TINY_ARCH
 from model_export.photos import bundled_photo_paths
 from tests import images
@@ -140,7 +141,7 @@ def test_keys_the_service_adds_later_are_ignored() -> None:
     with FakeService(httpx.Response(200, json=later)).client() as client:
         result = client.classify(b"image")
     assert result.timings == Timings(1.0, 2.0, 3.0, 7.0)
-    assert result.predictions == (Prediction("tabby", 281, 0.9),)
+    assert result.predictions == (Prediction(label="tabby", class_index=281, probability=0.9),)
     assert result.warnings == ()  # optional: absent is none
 
 

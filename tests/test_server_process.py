@@ -16,24 +16,12 @@ import pytest
 from model_export.models import TINY_ARCH
 from tests import images
 from tests.conftest import run_cli
-from tests.server import metric, running, start, wait_until
+from tests.server import metric, running, startup_failure, wait_until
 
 QUEUE_DEPTH = 'classifier_queue_depth{model="densenet-tiny",version="1"}'
 IN_UPLOAD = "classifier_upload_bytes"
 
 pytestmark = pytest.mark.slow
-
-
-def startup_failure(model: Path, **settings: object) -> str:
-    process, _ = start(model, **settings)
-    try:
-        process.wait(timeout=60)
-        output = process.output()
-    finally:
-        process.kill()
-        process.wait()
-    assert process.returncode not in (0, None)
-    return output
 
 
 @pytest.mark.parametrize(
